@@ -1,0 +1,131 @@
+"""The `lcnn` command line: thin wrappers over the library. Bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from lcnn_jax.errors import ConfigError, unknown_choice
+from lcnn_jax.presets import PRESETS, list_presets
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as a single line and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse hook
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_float():
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def _positive_int():
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+        return value
+
+    return parse
+
+
+def _cmd_models(args) -> int:
+    if args.json:
+        print(json.dumps([dict(name=p.name, description=p.description, width=p.width, depth=p.depth,
+                               resolution=p.resolution) for p in PRESETS.values()]))
+        return 0
+    from lcnn_jax.tables import text_table
+
+    rows = [(p.name, f"{p.width:g}", f"{p.depth:g}", p.resolution, p.description) for p in PRESETS.values()]
+    print(text_table(("model", "width", "depth", "res", "description"), rows, right=(False, True, True, True, False)))
+    return 0
+
+
+def _cmd_count(args) -> int:
+    if args.all == (args.model is not None):
+        raise ConfigError("give one MODEL or --all")
+    if args.model is not None and args.model not in PRESETS:
+        raise unknown_choice("model", args.model, list_presets())
+    from lcnn_jax import count_table
+    from lcnn_jax.count import count_spec
+    from lcnn_jax.presets import get_spec
+
+    if args.all:
+        from tqdm import tqdm
+
+        names = list_presets()
+        rows = []
+        for name in tqdm(names, desc="counting presets", unit="model", file=sys.stderr, leave=False):
+            rows.extend(count_table.zoo_rows([name]))
+        if args.json:
+            print(json.dumps([dict(zip(count_table.ZOO_HEADERS, r)) for r in rows]))
+        else:
+            print(count_table.zoo_table(rows))
+            print("MACs = multiply-adds (the MobileNet papers' Mult-Adds, EfficientNet's FLOPS); FLOPs = 2 x MACs.")
+        return 0
+    spec = get_spec(
+        args.model, width=args.width, depth=args.depth, resolution=args.resolution, num_classes=args.num_classes
+    )
+    counts = count_spec(spec)
+    if args.json:
+        out = count_table.summary(spec, counts)
+        if args.per_layer:
+            out["layers"] = [layer.as_dict() for layer in counts.layers]
+        print(json.dumps(out))
+    else:
+        if args.per_layer:
+            print(count_table.per_layer_table(counts))
+            print()
+        print(count_table.totals_table(spec, counts))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every `lcnn` subcommand."""
+    parser = _Parser(prog="lcnn", description="Lightweight-CNN scaling studies in JAX/Flax.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("models", help="list the presets")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("count", help="MACs, FLOPs, params and activations of a preset")
+    p.add_argument("model", nargs="?", help="preset name (see `lcnn models`)")
+    p.add_argument("--all", action="store_true", help="count every preset at its defaults, next to published figures")
+    p.add_argument("--resolution", type=_positive_int(), help="input side length in pixels")
+    p.add_argument("--width", type=_positive_float(), help="width multiplier (> 0)")
+    p.add_argument("--depth", type=_positive_float(), help="depth multiplier (> 0)")
+    p.add_argument("--num-classes", type=_positive_int(), default=1000, help="classifier outputs")
+    p.add_argument("--per-layer", action="store_true", help="also list every conv/dense layer")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_count)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `lcnn` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"lcnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
