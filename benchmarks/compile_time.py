@@ -9,8 +9,6 @@ conv formulations. Each row is a fresh process-level jit, so compile times are c
 
 from __future__ import annotations
 
-import statistics
-import time
 from unittest import mock
 
 import flax.linen as nn
@@ -19,6 +17,7 @@ import jax.numpy as jnp
 
 import lcnn_jax.layers
 import lcnn_jax.net
+from lcnn_jax.bench import compile_and_time
 from lcnn_jax.net import Net
 from lcnn_jax.presets import get_spec
 from lcnn_jax.tables import markdown_table
@@ -28,19 +27,6 @@ CASES = (
     ("mobilenet_v2", dict(width=0.5, resolution=64), 64),
     ("efficientnet_b0", dict(resolution=64), 32),
 )
-
-
-def _compile_and_run(fn, *args, repeats=5):
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(*args))
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        runs.append(time.perf_counter() - t0)
-    return compile_s, statistics.median(runs)
 
 
 def init_rows(name, spec):
@@ -53,7 +39,7 @@ def init_rows(name, spec):
             p.start()
         try:
             model = Net(spec)
-            c, r = _compile_and_run(lambda key: model.lazy_init(key, x), jax.random.key(0), repeats=1)
+            c, r = compile_and_time(lambda key: model.lazy_init(key, x), jax.random.key(0), repeats=1)
         finally:
             for p in patches:
                 p.stop()
@@ -73,9 +59,9 @@ def step_rows(name, spec, batch):
             out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
             return jnp.mean(out**2)
 
-        c, r = _compile_and_run(lambda v, x: model.apply(v, x), variables, x)
+        c, r = compile_and_time(lambda v, x: model.apply(v, x), variables, x)
         rows.append((name, f"forward b{batch}", impl, f"{c:.2f}", f"{r * 1e3:.1f}"))
-        c, r = _compile_and_run(jax.grad(loss), variables["params"])
+        c, r = compile_and_time(jax.grad(loss), variables["params"])
         rows.append((name, f"gradient b{batch}", impl, f"{c:.2f}", f"{r * 1e3:.1f}"))
     return rows
 

@@ -9,28 +9,13 @@ from lcnn's counter, 2 x MACs; backward counted as 2 x forward) for forward and 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
+from lcnn_jax.bench import compile_and_time
 from lcnn_jax.layers import conv2d
 from lcnn_jax.tables import markdown_table
-
-
-def _time(fn, *args, repeats: int) -> tuple[float, float]:
-    """(compile seconds, median run seconds) of a jitted fn."""
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(*args))
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        runs.append(time.perf_counter() - t0)
-    return compile_s, statistics.median(runs)
 
 
 def bench_layer(name, x, w, stride, groups, repeats):
@@ -46,7 +31,7 @@ def bench_layer(name, x, w, stride, groups, repeats):
             return jax.grad(lambda x, w: jnp.sum(fwd(x, w) ** 2), argnums=(0, 1))(x, w)
 
         for mode, fn, flops in (("forward", fwd, 2 * macs), ("forward+backward", fwd_bwd, 6 * macs)):
-            compile_s, run_s = _time(fn, x, w, repeats=repeats)
+            compile_s, run_s = compile_and_time(fn, x, w, repeats=repeats)
             rows.append((name, impl, mode, f"{compile_s:.2f}", f"{run_s * 1e3:.2f}", f"{flops / run_s / 1e9:.2f}"))
     return rows
 

@@ -18,27 +18,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_float():
-    def parse(text: str) -> float:
+def _positive(cast, what: str):
+    """argparse type: `cast(text)` that must be finite and >= the bound named in `what`."""
+
+    def parse(text: str):
         try:
-            value = float(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-        return value
-
-    return parse
-
-
-def _positive_int():
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
         return value
 
     return parse
@@ -107,10 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("count", help="MACs, FLOPs, params and activations of a preset")
     p.add_argument("model", nargs="?", help="preset name (see `lcnn models`)")
     p.add_argument("--all", action="store_true", help="count every preset at its defaults, next to published figures")
-    p.add_argument("--resolution", type=_positive_int(), help="input side length in pixels")
-    p.add_argument("--width", type=_positive_float(), help="width multiplier (> 0)")
-    p.add_argument("--depth", type=_positive_float(), help="depth multiplier (> 0)")
-    p.add_argument("--num-classes", type=_positive_int(), default=1000, help="classifier outputs")
+    p.add_argument("--resolution", type=_positive(int, "an integer >= 1"), help="input side length in pixels")
+    p.add_argument("--width", type=_positive(float, "a number > 0"), help="width multiplier (> 0)")
+    p.add_argument("--depth", type=_positive(float, "a number > 0"), help="depth multiplier (> 0)")
+    p.add_argument("--num-classes", type=_positive(int, "an integer >= 1"), default=1000, help="classifier outputs")
     p.add_argument("--per-layer", action="store_true", help="also list every conv/dense layer")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_count)
