@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TORCH  := $(VENV)/.installed-torch
 FMNIST := /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
@@ -15,6 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The [torch] extra (torch, torchvision, timm: ~6 GB) is only needed by the parity tests and the
+# PyTorch benchmarks, so `make demo` does without it and `make test` adds it.
+$(TORCH): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,torch]'
+	touch $(TORCH)
 
 install: $(STAMP) data
 
@@ -39,11 +46,11 @@ demo: install
 
 # pytest exits 5 when it collects nothing (e.g. a -k or -m filter that matches no test):
 # report that plainly instead of failing as if a test had broken.
-test: install
+test: install $(TORCH)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing to run"; exit 0; fi; exit $$rc
 
-test-fast: install
+test-fast: install $(TORCH)
 	$(MAKE) test PYTEST_ARGS='-m "not slow"'
 
 clean:

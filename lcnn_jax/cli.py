@@ -84,6 +84,18 @@ def _cmd_count(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from lcnn_jax.interop.timm import convert_checkpoint
+
+    summary = convert_checkpoint(args.timm_name, args.checkpoint, args.outdir)
+    print(
+        f"converted {summary['tensors']} tensors of timm {args.timm_name} -> lcnn {summary['preset']} "
+        f"(width {summary['width']:g}, {summary['num_classes']} classes, {summary['params']:,} params)"
+    )
+    print(f"wrote {summary['outdir']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every `lcnn` subcommand."""
     parser = _Parser(prog="lcnn", description="Lightweight-CNN scaling studies in JAX/Flax.")
@@ -103,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-layer", action="store_true", help="also list every conv/dense layer")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_count)
+
+    p = sub.add_parser("convert", help="import pretrained weights from another framework")
+    frameworks = p.add_subparsers(dest="framework", required=True, parser_class=_Parser)
+    t = frameworks.add_parser("timm", help="a timm (PyTorch) checkpoint -> an lcnn orbax checkpoint")
+    t.add_argument("timm_name", help="timm model name, e.g. tf_efficientnet_b0 or mobilenetv3_large_100")
+    t.add_argument("checkpoint", help="the timm state_dict: .pth/.pt/.bin (needs torch) or .safetensors")
+    t.add_argument("outdir", help="new directory for model.json + variables/ (orbax)")
+    t.set_defaults(func=_cmd_convert)
     return parser
 
 

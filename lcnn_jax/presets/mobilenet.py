@@ -9,13 +9,15 @@ _V1_ROWS = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 2, 6), (1024, 2, 2))
 
 
 def _v1(name: str, block_type: str) -> NetSpec:
+    # The paper says ReLU; its reference code (TF-slim) and timm, whose checkpoints people load,
+    # use ReLU6, so we do too.
     stages = tuple(
-        StageSpec((BlockSpec(block_type, kernel=3, stride=s, out_channels=c, repeats=n, activation="relu"),))
+        StageSpec((BlockSpec(block_type, kernel=3, stride=s, out_channels=c, repeats=n, activation="relu6"),))
         for c, s, n in _V1_ROWS
     )
     return NetSpec(
         name=name,
-        stem=ConvSpec(32, kernel=3, stride=2, activation="relu"),
+        stem=ConvSpec(32, kernel=3, stride=2, activation="relu6"),
         stages=stages,
         head=HeadSpec(),
     )

@@ -1,0 +1,1 @@
+"""Weight import from other frameworks (timm/PyTorch) and the converted-checkpoint format."""
