@@ -96,6 +96,30 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from lcnn_jax.config import load_config, run_id
+    from lcnn_jax.train.loop import Diverged, train_and_evaluate
+
+    config = load_config(args.config, args.overrides)
+    workdir = args.workdir or f"workdirs/{run_id(config)}"
+    print(f"lcnn train: workdir {workdir}", file=sys.stderr)
+    try:
+        summary = train_and_evaluate(config, workdir)
+    except Diverged as e:
+        print(f"lcnn train: diverged: {e} (see {workdir}/summary.json)", file=sys.stderr)
+        return 1
+    keys = ("status", "top1", "ema_top1", "top5", "loss", "train_img_per_s", "compile_s", "wall_s")
+    print(json.dumps({k: summary.get(k) for k in keys}, default=float))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from lcnn_jax.train.loop import evaluate_workdir
+
+    print(json.dumps(evaluate_workdir(args.workdir), default=float))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every `lcnn` subcommand."""
     parser = _Parser(prog="lcnn", description="Lightweight-CNN scaling studies in JAX/Flax.")
@@ -116,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_count)
 
+    p = sub.add_parser("train", help="train and evaluate a model (see README: quickstart)")
+    p.add_argument("--config", help="YAML file of config keys (nested or dotted)")
+    p.add_argument("--workdir", help="run directory, resumed if it exists (default: workdirs/MODEL-CONFIGHASH)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. model.width=0.5")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate the newest checkpoint of a run directory")
+    p.add_argument("workdir")
+    p.set_defaults(func=_cmd_eval)
+
     p = sub.add_parser("convert", help="import pretrained weights from another framework")
     frameworks = p.add_subparsers(dest="framework", required=True, parser_class=_Parser)
     t = frameworks.add_parser("timm", help="a timm (PyTorch) checkpoint -> an lcnn orbax checkpoint")
@@ -134,6 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"lcnn {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+# Commands whose speed depends on the allocator (see lcnn_jax.runtime).
+_HEAVY = {"train", "eval"}
+
+
+def run() -> None:
+    """Console-script entry: heavy commands re-execute under tcmalloc when available."""
+    argv = sys.argv[1:]
+    if argv and argv[0] in _HEAVY:
+        from lcnn_jax.runtime import reexec_with_tcmalloc
+
+        reexec_with_tcmalloc(argv)
+    sys.exit(main(argv))
 
 
 if __name__ == "__main__":

@@ -75,8 +75,9 @@ class Net(nn.Module):
             x = activation(s.head.pre_logits_activation)(x)
         x = x.reshape(x.shape[0], -1)
         x = nn.Dropout(s.dropout, deterministic=not train)(x)
-        # Uniform(+-1/sqrt(fan_out)) classifier init, as in the EfficientNet/timm reference code.
-        init = host_variance_scaling(1.0 / 3.0, "fan_out", "uniform")
+        # Uniform(+-1/sqrt(fan_in)) (PyTorch's Linear default). The EfficientNet/timm reference
+        # uses 1/sqrt(num_classes), which for 10 classes starts training at logits of ~6 sigma.
+        init = host_variance_scaling(1.0 / 3.0, "fan_in", "uniform")
         return nn.Dense(s.num_classes, kernel_init=init, name="classifier")(x)
 
 

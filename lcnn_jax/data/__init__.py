@@ -1,0 +1,1 @@
+"""Datasets (TFDS builders read without TensorFlow) and the grain input pipeline."""

@@ -1,0 +1,290 @@
+"""`train_and_evaluate(config, workdir)`: the engine behind `lcnn train` and every sweep run.
+
+Workdir after a run:
+  config.json     the resolved Config (a run is reproducible from it alone)
+  metrics.jsonl   one record per log/eval event: the source of truth (wandb mirrors it)
+  summary.json    status (completed | diverged | failed), final metrics, counters, speed, times
+  ckpt/           orbax checkpoints of the TrainState; a rerun resumes from the newest
+  wandb/          the offline wandb run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lcnn_jax.config import Config, from_json, to_dict
+from lcnn_jax.count import count_spec
+from lcnn_jax.data.pipeline import Preprocess, TrainBatches, eval_batches, normalisation
+from lcnn_jax.data.sources import Split, load_split
+from lcnn_jax.errors import ConfigError
+from lcnn_jax.net import Net
+from lcnn_jax.presets import get_spec
+from lcnn_jax.spec import NetSpec
+from lcnn_jax.train import devices
+from lcnn_jax.train.checkpoints import Checkpoints
+from lcnn_jax.train.metrics import MetricLog, WandbMirror, write_json_atomic
+from lcnn_jax.train.optim import optimizer, schedule
+from lcnn_jax.train.state import TrainState, create_state
+from lcnn_jax.train.steps import make_eval_step, make_train_step
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or inf."""
+
+
+def build_spec(config: Config, num_classes: int) -> NetSpec:
+    """The network a config describes (a preset, or the architecture of `model.init_from`)."""
+    spec = _architecture(config, num_classes)
+    if config.model.bn_momentum is not None:
+        spec = spec.replace(bn=dataclasses.replace(spec.bn, momentum=config.model.bn_momentum))
+    return spec
+
+
+def _architecture(config: Config, num_classes: int) -> NetSpec:
+    m = config.model
+    if m.init_from:
+        from lcnn_jax.interop.pretrained import spec_from_record
+
+        record = json.loads((Path(m.init_from) / "model.json").read_text())
+        record.update(num_classes=num_classes)
+        for key in ("resolution", "dropout", "stochastic_depth"):
+            if getattr(m, key) is not None:
+                record[key] = getattr(m, key)
+        spec = spec_from_record({k: v for k, v in record.items() if k not in ("dropout", "stochastic_depth")})
+        return spec.replace(
+            dropout=spec.dropout if m.dropout is None else m.dropout,
+            stochastic_depth=spec.stochastic_depth if m.stochastic_depth is None else m.stochastic_depth,
+        )
+    return get_spec(
+        m.name, width=m.width, depth=m.depth, resolution=m.resolution, num_classes=num_classes,
+        dropout=m.dropout, stochastic_depth=m.stochastic_depth, padding=m.padding,
+    )
+
+
+def _initial_variables(model: Net, spec: NetSpec, config: Config, key: jax.Array) -> dict:
+    x = jax.ShapeDtypeStruct((1, spec.resolution, spec.resolution, spec.in_channels), jnp.float32)
+    variables = jax.jit(lambda k: model.lazy_init(k, x, train=False))(key)
+    if not config.model.init_from:
+        return variables
+    from lcnn_jax.interop.pretrained import load_pretrained
+
+    _, pretrained = load_pretrained(config.model.init_from)
+    # Fine-tuning on another class count: keep everything but the classifier.
+    same_head = pretrained["params"]["classifier"]["kernel"].shape == variables["params"]["classifier"]["kernel"].shape
+    params = dict(pretrained["params"])
+    if not same_head:
+        params["classifier"] = variables["params"]["classifier"]
+    return {"params": params, "batch_stats": pretrained["batch_stats"]}
+
+
+def _check_workdir(workdir: Path, config: Config) -> bool:
+    """True when `workdir` holds this same run (resume); refuses a different run's workdir."""
+    existing = workdir / "config.json"
+    if not existing.exists():
+        return False
+    if from_json(existing.read_text()) != config:
+        raise ConfigError(f"workdir {str(workdir)!r} holds a run with a different config; use a new workdir")
+    return True
+
+
+def _evaluate(eval_fn, state: TrainState, split: Split, config: Config, prep: Preprocess, sharding) -> dict:
+    out = {}
+    bs = config.data.eval_batch_size
+    for tag, params in (("", state.params), ("ema_", state.ema_params)):
+        totals = None
+        for batch in eval_batches(split, config.data, prep, bs):
+            sums = eval_fn(params, state.batch_stats, devices.put_batch(batch, sharding, bs))
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        totals = jax.device_get(totals)
+        n = float(totals["count"])
+        out.update({f"{tag}{k}": float(totals[k]) / n for k in ("top1", "top5", "loss")})
+    return out
+
+
+def _latency_ms(model: Net, state: TrainState, spec: NetSpec, repeats: int = 20) -> dict:
+    """p50/p90 of a batch-1 eval forward pass, after compilation."""
+    x = jnp.zeros((1, spec.resolution, spec.resolution, spec.in_channels), jnp.float32)
+    fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    jax.block_until_ready(fn(variables, x))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(variables, x))
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return {"p50": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))]}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr,
+                disable=not enabled, desc="train")
+
+
+def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
+    """Train the configured model, evaluating raw and EMA weights; returns the run summary.
+
+    All input checks (config, dataset, devices, an existing workdir) happen before anything is
+    written, so bad input leaves the workdir untouched. A NaN/inf loss ends the run with status
+    'diverged' and raises `Diverged`.
+    """
+    t_start = time.perf_counter()
+    workdir = Path(workdir)
+    devices.maybe_initialize_distributed()
+    cfg_d, cfg_t = config.data, config.train
+    devices.check_batch(cfg_d.batch_size, "data.batch_size")
+    devices.check_batch(cfg_d.eval_batch_size, "data.eval_batch_size")
+    train_split = load_split(cfg_d.dataset, cfg_d.train_split, cfg_d.data_dir, cfg_d.max_train_examples)
+    eval_split = load_split(cfg_d.dataset, cfg_d.eval_split, cfg_d.data_dir)
+    spec = build_spec(config, train_split.num_classes)
+    resume = _check_workdir(workdir, config)
+    if train_split.num_examples < cfg_d.batch_size:
+        raise ConfigError(f"data.batch_size={cfg_d.batch_size} exceeds the {train_split.num_examples} training examples")
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(workdir / "config.json", to_dict(config))
+    mesh = devices.data_mesh()
+    repl, data_sharding = devices.replicated(mesh), devices.batch_sharded(mesh)
+    mean, std = normalisation(train_split)
+    prep = Preprocess(spec.resolution, spec.in_channels, tuple(map(float, mean)), tuple(map(float, std)))
+    batches = TrainBatches(train_split, cfg_d, prep, cfg_d.batch_size, cfg_t.seed)
+    spe = batches.steps_per_epoch
+    total_steps = max(1, math.ceil(cfg_t.epochs * spe))
+    eval_every = max(1, int(round(cfg_t.eval_every_epochs * spe)))
+
+    model = Net(spec, impl=config.model.impl)
+    lr = schedule(config.optim, spe, total_steps)
+    tx = optimizer(config.optim, lr)
+    init_key, dropout_key = jax.random.split(jax.random.key(cfg_t.seed))
+    state = jax.device_put(create_state(_initial_variables(model, spec, config, init_key), tx), repl)
+    ckpts = Checkpoints(workdir / "ckpt", cfg_t.checkpoint_every_steps, cfg_t.keep_checkpoints)
+    start = ckpts.latest_step() if resume else None
+    if start is not None:
+        state = ckpts.restore(start, state)
+    start = start or 0
+    log = MetricLog(workdir / "metrics.jsonl", resume_step=start if resume else 0)
+    wb = WandbMirror(config.wandb, workdir, to_dict(config), resume=resume)
+
+    train_step = jax.jit(
+        make_train_step(model, tx, label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay,
+                        precision=cfg_t.precision, base_key=dropout_key),
+        in_shardings=(repl, data_sharding), out_shardings=(repl, repl), donate_argnums=0,
+    )
+    eval_fn = jax.jit(make_eval_step(model), in_shardings=(repl, repl, data_sharding), out_shardings=repl)
+    summary = dict(status="running", workdir=str(workdir), model=spec.name, resolution=spec.resolution,
+                   width=spec.width, depth=spec.depth, num_classes=spec.num_classes, devices=jax.device_count(),
+                   steps=total_steps, steps_per_epoch=spe, batch_size=cfg_d.batch_size)
+    counts = count_spec(spec)
+    summary.update(macs=counts.macs, flops=counts.flops, params=counts.params, activations=counts.activations)
+    bar = _progress(total_steps, start, cfg_t.progress and jax.process_index() == 0)
+    status, error, last_eval = "completed", None, {}
+    compile_s, data_wait = 0.0, 0.0
+    steady_time, steady_images = 0.0, 0
+    try:
+        stream = batches.from_step(start)
+        pending: list[dict] = []
+        t_window = time.perf_counter()
+        for step in range(start, total_steps):
+            t_data = time.perf_counter()
+            host_batch = next(stream)
+            data_wait += time.perf_counter() - t_data
+            batch = devices.put_batch(host_batch, data_sharding, cfg_d.batch_size)
+            if step == start:
+                t0 = time.perf_counter()
+                compiled = train_step.lower(state, batch).compile()
+                compile_s = time.perf_counter() - t0
+                t_window = time.perf_counter()
+            state, metrics = compiled(state, batch)
+            pending.append(metrics)
+            done = step + 1
+            if done % cfg_t.log_every_steps == 0 or done == total_steps:
+                host = jax.device_get(pending)
+                elapsed = time.perf_counter() - t_window
+                if step > start or len(pending) > 1:
+                    steady_time += elapsed
+                    steady_images += len(pending) * cfg_d.batch_size
+                bad = int(jax.device_get(state.nonfinite_step))
+                if bad >= 0:
+                    raise Diverged(f"loss became NaN/inf at step {bad}")
+                record = {"step": done, "epoch": done / spe, "split": "train", "lr": float(lr(done - 1)),
+                          "img_per_s": len(pending) * cfg_d.batch_size / max(elapsed, 1e-9)}
+                for k in host[0]:
+                    record[k] = float(np.mean([h[k] for h in host]))
+                log.write(record)
+                wb.log({f"train/{k}" if k not in ("step", "epoch") else k: v for k, v in record.items()})
+                bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['img_per_s']:.0f}")
+                pending, t_window = [], time.perf_counter()
+            bar.update(1)
+            if done % eval_every == 0 or done == total_steps:
+                last_eval = _evaluate(eval_fn, state, eval_split, config, prep, data_sharding)
+                record = {"step": done, "epoch": done / spe, "split": "eval", **last_eval}
+                log.write(record)
+                wb.log({f"eval/{k}" if k not in ("step", "epoch") else k: v for k, v in record.items()})
+                t_window = time.perf_counter()  # evaluation time is not training throughput
+            ckpts.save(done, state, force=done == total_steps)
+    except Diverged as e:
+        status, error = "diverged", str(e)
+        summary["diverged_step"] = int(jax.device_get(state.nonfinite_step))
+    except BaseException as e:
+        status, error = "failed", f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        bar.close()
+        summary.update(status=status, final_step=int(jax.device_get(state.step)), **last_eval)
+        if error:
+            summary["error"] = error
+        summary.update(
+            train_img_per_s=steady_images / steady_time if steady_time else None,
+            compile_s=compile_s, data_wait_s=data_wait, wall_s=time.perf_counter() - t_start,
+        )
+        if status == "completed":
+            summary["eval_latency_ms"] = _latency_ms(model, state, spec)
+        summary["wall_s"] = time.perf_counter() - t_start
+        write_json_atomic(workdir / "summary.json", summary)
+        wb.summary({k: v for k, v in summary.items() if not isinstance(v, dict)})
+        wb.finish(exit_code=0 if status == "completed" else 1)
+        log.close()
+        ckpts.close()
+    if status == "diverged":
+        raise Diverged(summary["error"])
+    return summary
+
+
+def evaluate_workdir(workdir: str | Path) -> dict:
+    """Evaluate the newest checkpoint of a run directory (raw and EMA weights)."""
+    workdir = Path(workdir)
+    if not (workdir / "config.json").exists():
+        raise ConfigError(f"{str(workdir)!r} is not a run directory (no config.json)")
+    config = from_json((workdir / "config.json").read_text())
+    train_split = load_split(config.data.dataset, config.data.train_split, config.data.data_dir,
+                             config.data.max_train_examples)
+    eval_split = load_split(config.data.dataset, config.data.eval_split, config.data.data_dir)
+    spec = build_spec(config, train_split.num_classes)
+    ckpts = Checkpoints(workdir / "ckpt", config.train.checkpoint_every_steps, config.train.keep_checkpoints)
+    step = ckpts.latest_step()
+    if step is None:
+        raise ConfigError(f"{str(workdir)!r} has no checkpoint yet")
+    model = Net(spec, impl=config.model.impl)
+    mesh = devices.data_mesh()
+    repl, data_sharding = devices.replicated(mesh), devices.batch_sharded(mesh)
+    tx = optimizer(config.optim, schedule(config.optim, 1, 1))
+    target = create_state(_initial_variables(model, spec, dataclasses.replace(config, model=dataclasses.replace(
+        config.model, init_from=None)), jax.random.key(0)), tx)
+    state = ckpts.restore(step, jax.device_put(target, repl))
+    ckpts.close()
+    mean, std = normalisation(train_split)
+    prep = Preprocess(spec.resolution, spec.in_channels, tuple(map(float, mean)), tuple(map(float, std)))
+    eval_fn = jax.jit(make_eval_step(model), in_shardings=(repl, repl, data_sharding), out_shardings=repl)
+    return {"step": step, **_evaluate(eval_fn, state, eval_split, config, prep, data_sharding)}
