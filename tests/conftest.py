@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny Fashion-MNIST-shaped IDX dataset, isolated TFDS/wandb directories."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +9,11 @@ import pytest
 
 from lcnn_jax.data.idx import write_idx
 
-# wandb must never prompt or reach the network from tests.
+# wandb must never prompt or reach the network from tests, and nothing a test prepares may land
+# in the user's TFDS data dir (a test's tiny Fashion-MNIST must never shadow the real one).
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix="lcnn-tests-tfds-")
 
 
 def make_idx_dataset(root: Path, n_train: int = 512, n_test: int = 200, seed: int = 0) -> Path:

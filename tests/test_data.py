@@ -39,6 +39,19 @@ def test_builder_reads_the_idx_files(tiny_env, tiny_data):
         load_split("fashion_mnist", "validation", str(tiny_env))
 
 
+def test_prepared_copies_are_keyed_by_their_source_files(tiny_env, tmp_path, monkeypatch):
+    small = load_split("fashion_mnist", "train", str(tiny_env))
+    other = tmp_path / "other"
+    from conftest import make_idx_dataset
+
+    make_idx_dataset(other, n_train=300, n_test=50, seed=1)
+    monkeypatch.setenv("LCNN_DATA_DIR", str(other))
+    # Same data_dir, other IDX files: a separate prepared copy, never the cached one.
+    assert load_split("fashion_mnist", "train", str(tiny_env)).num_examples == 300
+    monkeypatch.undo()
+    assert small.num_examples == 512
+
+
 class _OfflineDownloads:
     """Stands in for TFDS's download manager on a machine without network."""
 
@@ -54,7 +67,9 @@ def test_download_path_asks_for_the_canonical_files_then_explains(tmp_path, monk
     monkeypatch.setenv("LCNN_DATA_DIR", str(tmp_path / "empty"))
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setattr(fashion_mnist, "reachable", lambda url: True)  # as if online: go up to the network call
-    builder = fashion_mnist.LcnnFashionMnist(data_dir=str(tmp_path / "tfds"), file_format="array_record")
+    builder = fashion_mnist.LcnnFashionMnist(config=fashion_mnist.source_config(), data_dir=str(tmp_path / "tfds"),
+                                             file_format="array_record")
+    assert builder.builder_config.name == "download"
     dl = _OfflineDownloads()
     with pytest.raises(ConfigError) as e:
         builder._split_generators(dl)
@@ -68,7 +83,8 @@ def test_without_network_the_error_comes_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setattr(fashion_mnist, "URL", "http://127.0.0.1:9/")  # closed port: refused at once
     assert not fashion_mnist.reachable(fashion_mnist.URL)
-    builder = fashion_mnist.LcnnFashionMnist(data_dir=str(tmp_path / "tfds"), file_format="array_record")
+    builder = fashion_mnist.LcnnFashionMnist(config=fashion_mnist.source_config(), data_dir=str(tmp_path / "tfds"),
+                                             file_format="array_record")
     dl = _OfflineDownloads()
     with pytest.raises(ConfigError, match="is unreachable"):
         builder._split_generators(dl)

@@ -34,9 +34,10 @@ def tiny_overrides(data_dir, *extra):
 def finished_run(tmp_path_factory, tiny_data):
     """One completed tiny run shared by several tests."""
     root, tfds_dir = tiny_data
-    os.environ["LCNN_DATA_DIR"] = str(root)
     workdir = tmp_path_factory.mktemp("run") / "w"
-    summary = train_and_evaluate(make_config(overrides=tiny_overrides(tfds_dir)), workdir)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LCNN_DATA_DIR", str(root))
+        summary = train_and_evaluate(make_config(overrides=tiny_overrides(tfds_dir)), workdir)
     return workdir, summary
 
 
@@ -58,7 +59,7 @@ def test_run_writes_config_metrics_summary_and_checkpoints(finished_run):
     assert sorted(int(p.name) for p in (workdir / "ckpt").iterdir() if p.name.isdigit()) == [20, 24]
 
 
-def test_eval_command_matches_the_summary(finished_run, capsys):
+def test_eval_command_matches_the_summary(finished_run, tiny_env, capsys):
     workdir, summary = finished_run
     assert main(["eval", str(workdir)]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -71,7 +72,7 @@ def _wandb_history(workdir: Path) -> list[dict]:
     from wandb.proto import wandb_internal_pb2
     from wandb.sdk.internal import datastore
 
-    (path,) = (workdir / "wandb").glob("offline-run-*/run-*.wandb")
+    path = sorted((workdir / "wandb").glob("offline-run-*/run-*.wandb"))[0]  # the first run of this workdir
     store = datastore.DataStore()
     store.open_for_scan(str(path))
     rows = []
@@ -134,6 +135,15 @@ def test_divergence_stops_with_status_and_step(tiny_env, tmp_path, capsys):
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "diverged" and 0 <= summary["diverged_step"] < 4
     assert "NaN/inf" in summary["error"]
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_reports_the_same(finished_run, tiny_env):
+    workdir, summary = finished_run
+    before = (workdir / "metrics.jsonl").read_text()
+    again = train_and_evaluate(make_config(overrides=tiny_overrides(tiny_env)), workdir)
+    assert again["status"] == "completed" and again["final_step"] == summary["final_step"]
+    assert again["top1"] == pytest.approx(summary["top1"]) and again["ema_top1"] == pytest.approx(summary["ema_top1"])
+    assert (workdir / "metrics.jsonl").read_text() == before
 
 
 def test_a_different_config_refuses_an_existing_workdir(finished_run, capsys):

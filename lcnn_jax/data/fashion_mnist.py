@@ -7,6 +7,7 @@ their canonical location through TFDS's download manager.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -49,6 +50,22 @@ def _find(name: str) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+def source_config() -> tfds.core.BuilderConfig:
+    """A builder config named after the IDX files in use (paths, sizes, mtimes), or 'download'.
+
+    Prepared data lives under data_dir/lcnn_fashion_mnist/CONFIG/VERSION, so a copy prepared
+    from other files (a test's small IDX set, say) can never stand in for these.
+    """
+    found = {key: _find(name) for key, name in FILES.items()}
+    if not all(found.values()):
+        return tfds.core.BuilderConfig(name="download", version=LcnnFashionMnist.VERSION)
+    digest = hashlib.sha1()
+    for key in sorted(found):
+        st = found[key].stat()
+        digest.update(f"{found[key].resolve()}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return tfds.core.BuilderConfig(name=f"local-{digest.hexdigest()[:12]}", version=LcnnFashionMnist.VERSION)
 
 
 def reachable(url: str, timeout: float = 5.0) -> bool:

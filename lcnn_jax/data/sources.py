@@ -40,9 +40,18 @@ def builder_for(dataset: str, data_dir: str | None):
     import tensorflow_datasets as tfds
 
     if dataset == "fashion_mnist":
-        from lcnn_jax.data.fashion_mnist import LcnnFashionMnist
+        import logging
 
-        builder = LcnnFashionMnist(data_dir=data_dir, file_format="array_record")
+        from lcnn_jax.data.fashion_mnist import LcnnFashionMnist, source_config
+
+        # TFDS warns about every config not declared in BUILDER_CONFIGS; ours are per source files.
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)
+        try:
+            builder = LcnnFashionMnist(config=source_config(), data_dir=data_dir, file_format="array_record")
+        finally:
+            absl_logger.setLevel(level)
         if not builder.is_prepared():
             builder.download_and_prepare()
         return builder

@@ -146,10 +146,10 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     cfg_d, cfg_t = config.data, config.train
     devices.check_batch(cfg_d.batch_size, "data.batch_size")
     devices.check_batch(cfg_d.eval_batch_size, "data.eval_batch_size")
+    resume = _check_workdir(workdir, config)
     train_split = load_split(cfg_d.dataset, cfg_d.train_split, cfg_d.data_dir, cfg_d.max_train_examples)
     eval_split = load_split(cfg_d.dataset, cfg_d.eval_split, cfg_d.data_dir)
     spec = build_spec(config, train_split.num_classes)
-    resume = _check_workdir(workdir, config)
     if train_split.num_examples < cfg_d.batch_size:
         raise ConfigError(f"data.batch_size={cfg_d.batch_size} exceeds the {train_split.num_examples} training examples")
 
@@ -234,6 +234,8 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
                 wb.log({f"eval/{k}" if k not in ("step", "epoch") else k: v for k, v in record.items()})
                 t_window = time.perf_counter()  # evaluation time is not training throughput
             ckpts.save(done, state, force=done == total_steps)
+        if not last_eval:  # rerun of a finished run: nothing left to train, report its metrics
+            last_eval = _evaluate(eval_fn, state, eval_split, config, prep, data_sharding)
     except Diverged as e:
         status, error = "diverged", str(e)
         summary["diverged_step"] = int(jax.device_get(state.nonfinite_step))
