@@ -120,6 +120,91 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _add_sweep_commands(sweeps) -> None:
+    def handler(name):
+        def run(args):
+            from lcnn_jax.sweep import commands
+
+            return getattr(commands, name)(args)
+
+        return run
+
+    def common(p, runs: bool):
+        p.add_argument("file", help="sweep file in W&B sweep format (sweeps/*.yaml)")
+        p.add_argument("--out", help="sweep directory (default: workdirs/sweeps/NAME)")
+        if runs:
+            p.add_argument("--workers", type=_positive(int, "an integer >= 1"), default=1,
+                           help="runs at once; each gets its own CPU cores (and GPUs)")
+            p.add_argument("--executor", choices=("local", "slurm"), default="local", help="submitit executor")
+            p.add_argument("--max-retries", type=int, default=1, help="retries of a failed run")
+
+    p = sweeps.add_parser("run", help="run every unfinished run, then write results.csv and the report")
+    common(p, runs=True)
+    p.add_argument("--dry-run", action="store_true", help="resolve and count every run without training")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--gpus-per-worker", type=int, default=0, help="CUDA_VISIBLE_DEVICES slice per worker")
+    p.add_argument("--slurm-partition")
+    p.add_argument("--slurm-time", type=int, default=240, help="minutes per job")
+    p.add_argument("--slurm-gpus", type=int, default=0)
+    p.add_argument("--slurm-cpus", type=int, default=8)
+    p.set_defaults(func=handler("cmd_run"))
+
+    p = sweeps.add_parser("status", help="the sweep's runs by state")
+    common(p, runs=False)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=handler("cmd_status"))
+
+    p = sweeps.add_parser("report", help="collect results.csv and write report.html + PNGs")
+    common(p, runs=False)
+    p.set_defaults(func=handler("cmd_report"))
+
+    p = sweeps.add_parser("wandb", help="create the W&B sweep from the file; print agent commands")
+    p.add_argument("file")
+    p.add_argument("--project", required=True)
+    p.add_argument("--entity")
+    p.add_argument("--machines", type=int, default=1)
+    p.add_argument("--gpus-per-machine", type=int, default=0)
+    p.set_defaults(func=handler("cmd_wandb"))
+
+    p = sweeps.add_parser("search", help="compound (alpha, beta, gamma) search: STEP 1 grid, STEP 2 scale-up")
+    common(p, runs=True)
+    p.add_argument("--phis", default="1..3", help="STEP 2 phis: 1..3 or 1,2,3")
+    p.add_argument("--constraint-tolerance", type=float, default=0.05,
+                   help="with an explicit scaling.gamma list: keep |a*b^2*g^2 / constraint - 1| <= this")
+    p.set_defaults(func=handler("cmd_search"))
+
+
+def _add_experiment_commands(experiments) -> None:
+    def handler(name):
+        def run(args):
+            from lcnn_jax.experiment import commands
+
+            return getattr(commands, name)(args)
+
+        return run
+
+    p = experiments.add_parser("list", help="the paper ablations in experiments/")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--root", help="experiments folder (default: the repository's experiments/)")
+    p.set_defaults(func=handler("cmd_list"))
+
+    p = experiments.add_parser("run", help="run one ablation and write experiments/results/NAME/SIZE/")
+    p.add_argument("name", help="experiment name (lcnn experiment list)")
+    p.add_argument("--size", choices=("smoke", "full"), default="smoke",
+                   help="smoke: Fashion-MNIST on this CPU; full: the paper's setting, for accelerators")
+    p.add_argument("--dry-run", action="store_true", help="print the plan: runs, MACs, expected device-hours")
+    p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan")
+    p.add_argument("--workers", type=_positive(int, "an integer >= 1"), default=2, help="runs at once")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local", help="submitit executor")
+    p.add_argument("--max-retries", type=int, default=1, help="retries of a failed run")
+    p.add_argument("--device-tflops", type=_positive(float, "a number > 0"), default=50.0,
+                   help="sustained TFLOP/s per device assumed by --dry-run's device-hours")
+    p.add_argument("--root", help="experiments folder (default: the repository's experiments/)")
+    p.add_argument("--results", help="results root (default: ROOT/results)")
+    p.add_argument("--workdir", help="run directories (default: workdirs/experiments/NAME/SIZE)")
+    p.set_defaults(func=handler("cmd_run"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every `lcnn` subcommand."""
     parser = _Parser(prog="lcnn", description="Lightweight-CNN scaling studies in JAX/Flax.")
@@ -150,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workdir")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser("sweep", help="run, inspect and report scaling sweeps (W&B sweep files)")
+    sweeps = p.add_subparsers(dest="sweep_command", required=True, parser_class=_Parser)
+    _add_sweep_commands(sweeps)
+
+    p = sub.add_parser("experiment", help="reproduce the papers' scaling ablations (experiments/)")
+    experiments = p.add_subparsers(dest="experiment_command", required=True, parser_class=_Parser)
+    _add_experiment_commands(experiments)
+
     p = sub.add_parser("convert", help="import pretrained weights from another framework")
     frameworks = p.add_subparsers(dest="framework", required=True, parser_class=_Parser)
     t = frameworks.add_parser("timm", help="a timm (PyTorch) checkpoint -> an lcnn orbax checkpoint")
@@ -171,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Commands whose speed depends on the allocator (see lcnn_jax.runtime).
-_HEAVY = {"train", "eval"}
+_HEAVY = {"train", "eval", "sweep", "experiment"}
 
 
 def run() -> None:

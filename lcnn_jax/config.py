@@ -96,6 +96,21 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScalingConfig:
+    """Grow the model.* network (the base) by a strategy to a MACs multiple, solved at run start."""
+
+    strategy: str = _f("none", choices=("none", "depth", "width", "resolution", "compound", "fast_compound"))
+    target: float = _f(1.0, low=0, low_open=True, help="MACs multiple of the base; the knob is solved for it")
+    phi: float | None = _f(None, help="compound only: scale by this phi instead of solving for target")
+    alpha: float = _f(1.2, low=1, help="compound depth coefficient")
+    beta: float = _f(1.1, low=1, help="compound width coefficient")
+    gamma: float | None = _f(1.15, low=1, help="compound resolution coefficient; None = derived from the constraint")
+    constraint: float = _f(2.0, low=1, low_open=True, help="alpha * beta^2 * gamma^2 target for a derived gamma")
+    share: float = _f(0.8, low=0, high=1, help="fast_compound: the share of the exponent given to width")
+    tolerance: float = _f(0.05, low=0, low_open=True, help="realised MACs must land within this of the target")
+
+
+@dataclasses.dataclass(frozen=True)
 class WandbConfig:
     """Weights & Biases mirror of metrics.jsonl (offline unless WANDB_MODE/mode says otherwise)."""
 
@@ -104,6 +119,8 @@ class WandbConfig:
     project: str = _f("lcnn_jax")
     entity: str | None = _f(None)
     name: str | None = _f(None, help="run name; default: the workdir's name")
+    group: str | None = _f(None, help="run group (a sweep sets its name)")
+    job_type: str | None = _f(None, help="job type (a sweep sets the scaling strategy)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +131,7 @@ class Config:
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    scaling: ScalingConfig = ScalingConfig()
     wandb: WandbConfig = WandbConfig()
 
 
@@ -192,7 +210,8 @@ def parse_value(key: str, t, value: Any):
     raise ConfigError(f"{key}: unsupported field type {t}")
 
 
-def _check_range(key: str, value, meta: dict) -> None:
+def check_range(key: str, value, meta: dict) -> None:
+    """Raise ConfigError when `value` violates the field metadata's choices or bounds."""
     if value is None:
         return
     if meta.get("choices") and value not in meta["choices"]:
@@ -247,8 +266,16 @@ def make_config(values: dict[str, Any] | None = None, overrides: list[str] | tup
             raise _unknown_key(key, keys)
         t, f = keys[key]
         parsed[key] = parse_value(key, t, value)
-        _check_range(key, parsed[key], f.metadata)
-    return _build(Config, parsed)
+        check_range(key, parsed[key], f.metadata)
+    return canonical(_build(Config, parsed))
+
+
+def canonical(config: Config) -> Config:
+    """One form per distinct run: target 1 (without phi) is the unscaled base, i.e. strategy none."""
+    s = config.scaling
+    if s.strategy == "none" or (s.target == 1.0 and s.phi is None):
+        return dataclasses.replace(config, scaling=dataclasses.replace(s, strategy="none", target=1.0, phi=None))
+    return config
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

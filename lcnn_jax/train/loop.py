@@ -28,7 +28,7 @@ from lcnn_jax.data.pipeline import Preprocess, TrainBatches, eval_batches, norma
 from lcnn_jax.data.sources import Split, load_split
 from lcnn_jax.errors import ConfigError
 from lcnn_jax.net import Net
-from lcnn_jax.presets import get_spec
+from lcnn_jax.resolve import resolve_model
 from lcnn_jax.spec import NetSpec
 from lcnn_jax.train import devices
 from lcnn_jax.train.checkpoints import Checkpoints
@@ -40,35 +40,6 @@ from lcnn_jax.train.steps import make_eval_step, make_train_step
 
 class Diverged(RuntimeError):
     """The training loss became NaN or inf."""
-
-
-def build_spec(config: Config, num_classes: int) -> NetSpec:
-    """The network a config describes (a preset, or the architecture of `model.init_from`)."""
-    spec = _architecture(config, num_classes)
-    if config.model.bn_momentum is not None:
-        spec = spec.replace(bn=dataclasses.replace(spec.bn, momentum=config.model.bn_momentum))
-    return spec
-
-
-def _architecture(config: Config, num_classes: int) -> NetSpec:
-    m = config.model
-    if m.init_from:
-        from lcnn_jax.interop.pretrained import spec_from_record
-
-        record = json.loads((Path(m.init_from) / "model.json").read_text())
-        record.update(num_classes=num_classes)
-        for key in ("resolution", "dropout", "stochastic_depth"):
-            if getattr(m, key) is not None:
-                record[key] = getattr(m, key)
-        spec = spec_from_record({k: v for k, v in record.items() if k not in ("dropout", "stochastic_depth")})
-        return spec.replace(
-            dropout=spec.dropout if m.dropout is None else m.dropout,
-            stochastic_depth=spec.stochastic_depth if m.stochastic_depth is None else m.stochastic_depth,
-        )
-    return get_spec(
-        m.name, width=m.width, depth=m.depth, resolution=m.resolution, num_classes=num_classes,
-        dropout=m.dropout, stochastic_depth=m.stochastic_depth, padding=m.padding,
-    )
 
 
 def _initial_variables(model: Net, spec: NetSpec, config: Config, key: jax.Array) -> dict:
@@ -149,7 +120,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     resume = _check_workdir(workdir, config)
     train_split = load_split(cfg_d.dataset, cfg_d.train_split, cfg_d.data_dir, cfg_d.max_train_examples)
     eval_split = load_split(cfg_d.dataset, cfg_d.eval_split, cfg_d.data_dir)
-    spec = build_spec(config, train_split.num_classes)
+    spec, scaling = resolve_model(config, train_split.num_classes)
     if train_split.num_examples < cfg_d.batch_size:
         raise ConfigError(f"data.batch_size={cfg_d.batch_size} exceeds the {train_split.num_examples} training examples")
 
@@ -187,7 +158,8 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
                    width=spec.width, depth=spec.depth, num_classes=spec.num_classes, devices=jax.device_count(),
                    steps=total_steps, steps_per_epoch=spe, batch_size=cfg_d.batch_size)
     counts = count_spec(spec)
-    summary.update(macs=counts.macs, flops=counts.flops, params=counts.params, activations=counts.activations)
+    summary.update(macs=counts.macs, flops=counts.flops, params=counts.params, activations=counts.activations,
+                   strategy=config.scaling.strategy, target=config.scaling.target, scaling=scaling)
     bar = _progress(total_steps, start, cfg_t.progress and jax.process_index() == 0)
     status, error, last_eval = "completed", None, {}
     compile_s, data_wait = 0.0, 0.0
@@ -273,7 +245,7 @@ def evaluate_workdir(workdir: str | Path) -> dict:
     train_split = load_split(config.data.dataset, config.data.train_split, config.data.data_dir,
                              config.data.max_train_examples)
     eval_split = load_split(config.data.dataset, config.data.eval_split, config.data.data_dir)
-    spec = build_spec(config, train_split.num_classes)
+    spec, _ = resolve_model(config, train_split.num_classes)
     ckpts = Checkpoints(workdir / "ckpt", config.train.checkpoint_every_steps, config.train.keep_checkpoints)
     step = ckpts.latest_step()
     if step is None:

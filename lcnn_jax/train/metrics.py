@@ -74,12 +74,15 @@ class WandbMirror:
             return
         import wandb
 
+        # Under `wandb agent` the run belongs to the W&B sweep: online, with the agent's run id.
+        under_agent = "WANDB_SWEEP_ID" in os.environ
         id_file = workdir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if resume and id_file.exists() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id + "\n")
         self.run = wandb.init(
             project=cfg.project, entity=cfg.entity, name=cfg.name or workdir.name, dir=str(workdir),
-            config=config, id=run_id, resume="allow", mode=cfg.mode,
+            group=cfg.group, job_type=cfg.job_type, config=config, id=None if under_agent else run_id,
+            resume=None if under_agent else "allow", mode="online" if under_agent else cfg.mode,
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
         )
         # Train and eval records share steps; wandb drops a second log() at a committed step, so

@@ -1,0 +1,160 @@
+"""What `lcnn sweep run|status|report|wandb|search` do; the CLI only parses arguments."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from lcnn_jax.config import to_dict
+from lcnn_jax.count import count_spec
+from lcnn_jax.resolve import dataset_num_classes, resolve_model
+from lcnn_jax.sweep import report as report_mod
+from lcnn_jax.sweep.results import collect, read_results
+from lcnn_jax.sweep.runner import Run, plan, run_state, run_sweep, sweep_dir
+from lcnn_jax.sweep.sweepfile import SweepFile, load_sweep
+from lcnn_jax.tables import text_table
+
+
+def describe_run(run: Run) -> dict:
+    """A run's resolved model without training: realised MACs, params and multipliers."""
+    spec, scaling = resolve_model(run.config, dataset_num_classes(run.config.data))
+    counts = count_spec(spec)
+    return dict(run_id=run.run_id, strategy=run.config.scaling.strategy, target=run.config.scaling.target,
+                seed=run.config.train.seed, macs=counts.macs, params=counts.params, activations=counts.activations,
+                depth=spec.depth, width=spec.width, resolution=spec.resolution,
+                realised_ratio=scaling.get("realised_ratio", 1.0), within_tolerance=scaling.get("within_tolerance", True),
+                scaling_note=scaling.get("scaling_note", ""), config=to_dict(run.config))
+
+
+def dry_run(runs: list[Run], as_json: bool) -> None:
+    """Print every run's resolved config and realised MACs/params/multipliers."""
+    from tqdm import tqdm
+
+    rows = [describe_run(r) for r in tqdm(runs, desc="resolving runs", unit="run", file=sys.stderr, leave=False)]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    table = [(r["run_id"], r["strategy"], f"{r['target']:g}", r["seed"], f"{r['realised_ratio']:.3f}",
+              f"{r['depth']:.3f}", f"{r['width']:.3f}", r["resolution"], f"{r['macs']:,}", f"{r['params']:,}",
+              "yes" if r["within_tolerance"] else "NO") for r in rows]
+    print(text_table(("run", "strategy", "target", "seed", "realised", "depth", "width", "res", "MACs", "params", "within 5%"),
+                     table, right=(False, False, True, True, True, True, True, True, True, True, False)))
+    for r in rows:
+        if r["scaling_note"]:
+            print(f"note: {r['run_id']}: {r['scaling_note']}")
+
+
+def write_outputs(sweep: SweepFile, runs: list[Run], out: Path) -> Path:
+    """results.csv and the report for the runs so far; returns report.html."""
+    rows = collect(runs, out / "results.csv")
+    metric = sweep.metric.split("/")[-1]
+    return report_mod.write_report(rows, out / "report", sweep.name, metric=metric, wandb_cfg=runs[0].config.wandb)
+
+
+def cmd_run(args) -> int:
+    """Run (or dry-run) every unfinished run of a sweep file, then collect and report."""
+    sweep = load_sweep(args.file)
+    out = sweep_dir(sweep, args.out)
+    runs = plan(sweep, out)
+    if args.dry_run:
+        dry_run(runs, args.json)
+        return 0
+    slurm = dict(partition=args.slurm_partition, time=args.slurm_time, gpus=args.slurm_gpus, cpus=args.slurm_cpus)
+    states = run_sweep(runs, out, workers=args.workers, executor=args.executor, max_retries=args.max_retries,
+                       gpus_per_worker=args.gpus_per_worker, slurm=slurm)
+    page = write_outputs(sweep, runs, out)
+    counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}
+    summary = dict(sweep=sweep.name, runs=len(runs), states=counts, results=str(out / "results.csv"), report=str(page))
+    print(json.dumps(summary) if args.json else f"{sweep.name}: {counts}; results {out / 'results.csv'}; report {page}")
+    return 0 if counts.get("failed", 0) == 0 else 1
+
+
+def cmd_status(args) -> int:
+    """A table of the sweep's runs by state."""
+    sweep = load_sweep(args.file)
+    out = sweep_dir(sweep, args.out)
+    runs = plan(sweep, out)
+    rows = []
+    for r in runs:
+        state = run_state(r.workdir)
+        summary = json.loads((r.workdir / "summary.json").read_text()) if (r.workdir / "summary.json").exists() else {}
+        rows.append(dict(run_id=r.run_id, state=state, strategy=r.config.scaling.strategy, target=r.config.scaling.target,
+                         seed=r.config.train.seed, ema_top1=summary.get("ema_top1")))
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    order = {s: i for i, s in enumerate(("running", "failed", "pending", "diverged", "completed"))}
+    rows.sort(key=lambda r: (order.get(r["state"], 9), r["strategy"], r["target"], r["seed"]))
+    print(text_table(("run", "state", "strategy", "target", "seed", "ema_top1"),
+                     [(r["run_id"], r["state"], r["strategy"], f"{r['target']:g}", r["seed"],
+                       f"{100 * r['ema_top1']:.2f}" if r["ema_top1"] is not None else "") for r in rows],
+                     right=(False, False, False, True, True, True)))
+    counts = {s: sum(r["state"] == s for r in rows) for s in order if any(r["state"] == s for r in rows)}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
+def cmd_report(args) -> int:
+    """(Re)collect results.csv and write the report from whatever has finished."""
+    sweep = load_sweep(args.file)
+    out = sweep_dir(sweep, args.out)
+    page = write_outputs(sweep, plan(sweep, out), out)
+    print((out / "report" / "table.md").read_text())
+    print(f"report: {page}")
+    return 0
+
+
+def cmd_wandb(args) -> int:
+    """Create the W&B sweep from the file and print the agent command for each machine."""
+    from lcnn_jax.sweep import wandb_sweep
+
+    sweep = load_sweep(args.file)
+    path = wandb_sweep.create(sweep, args.project, args.entity)
+    print(f"created W&B sweep {path} from {args.file}")
+    print("\n".join(wandb_sweep.agent_commands(path, args.machines, args.gpus_per_machine)))
+    return 0
+
+
+def cmd_search(args) -> int:
+    """STEP 1 (grid at phi=1, ranked), then STEP 2 (scale with the winner), then the report."""
+    from lcnn_jax.config import run_id
+    from lcnn_jax.sweep import search
+    from lcnn_jax.tables import markdown_table
+
+    sweep = load_sweep(args.file)
+    out = sweep_dir(sweep, args.out)
+    phis = search.parse_phis(args.phis)
+    step1, rejected = search.step1_configs(sweep, args.constraint_tolerance)
+    for a, b, g, why in rejected:
+        print(f"rejected alpha={a} beta={b} gamma={g}: {why}", file=sys.stderr)
+    runs1 = [Run(run_id(c), c, out / "runs" / run_id(c)) for c in step1]
+    run_sweep(runs1, out, workers=args.workers, executor=args.executor, max_retries=args.max_retries)
+    metric = sweep.metric.split("/")[-1]
+    scored = []
+    for r in runs1:
+        summary = r.workdir / "summary.json"
+        if summary.exists():
+            s = json.loads(summary.read_text())
+            if s.get("status") == "completed":
+                scored.append((r.config, s[metric]))
+    ranking = search.rank(scored, sweep.goal)
+    if not ranking:
+        print("no STEP 1 run completed", file=sys.stderr)
+        return 1
+    best = ranking[0]
+    table = markdown_table(("alpha", "beta", "gamma", "a*b^2*g^2", f"{metric} mean ± std", "seeds"),
+                           [(r["alpha"], r["beta"], f"{r['gamma']:.4f}", f"{r['alpha'] * r['beta'] ** 2 * r['gamma'] ** 2:.3f}",
+                             f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}", r["n"]) for r in ranking],
+                           right=(True,) * 6)
+    (out / "search_ranking.md").write_text(table + "\n")
+    print(table)
+    print(f"chosen: alpha={best['alpha']} beta={best['beta']} gamma={best['gamma']:.4f}")
+    step2 = search.step2_configs(step1, best, phis)
+    runs2 = [Run(run_id(c), c, out / "runs" / run_id(c)) for c in step2]
+    run_sweep(runs2, out, workers=args.workers, executor=args.executor, max_retries=args.max_retries)
+    # STEP 2 at phi=1 is the winner's STEP 1 run (same config, same id): list it once.
+    unique = list({r.run_id: r for r in runs1 + runs2}.values())
+    page = write_outputs(sweep, unique, out)
+    print(f"report: {page}")
+    return 0
