@@ -193,6 +193,8 @@ def _add_experiment_commands(experiments) -> None:
     p.add_argument("--size", choices=("smoke", "full"), default="smoke",
                    help="smoke: Fashion-MNIST on this CPU; full: the paper's setting, for accelerators")
     p.add_argument("--dry-run", action="store_true", help="print the plan: runs, MACs, expected device-hours")
+    p.add_argument("--counts-only", action="store_true",
+                   help="no training: the analysis on the counted plan (paper | ours counts in seconds)")
     p.add_argument("--json", action="store_true", help="with --dry-run: machine-readable plan")
     p.add_argument("--workers", type=_positive(int, "an integer >= 1"), default=2, help="runs at once")
     p.add_argument("--executor", choices=("local", "slurm"), default="local", help="submitit executor")

@@ -28,6 +28,8 @@ def _registry() -> dict[str, Preset]:
     presets = [
         Preset("mobilenet_v1", mobilenet.mobilenet_v1, "MobileNetV1, depthwise-separable", dropout=0.001),
         Preset("mobilenet_v1_conv", mobilenet.mobilenet_v1_conv, "MobileNetV1 Table 4: full 3x3 convs", dropout=0.001),
+        Preset("mobilenet_v1_shallow", mobilenet.mobilenet_v1_shallow, "MobileNetV1 Table 5: 5 separable layers removed",
+               dropout=0.001),
         Preset("mobilenet_v2", mobilenet.mobilenet_v2, "MobileNetV2, inverted residuals"),
         Preset("mobilenet_v3_large", mobilenet.mobilenet_v3_large, "MobileNetV3-Large"),
         Preset("mobilenet_v3_small", mobilenet.mobilenet_v3_small, "MobileNetV3-Small"),

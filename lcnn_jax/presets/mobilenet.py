@@ -6,14 +6,16 @@ from lcnn_jax.spec import BlockSpec, ConvSpec, HeadSpec, NetSpec, SESpec, StageS
 
 # (out channels, first stride, repeats) of the 13 depthwise-separable layers, grouped by stride.
 _V1_ROWS = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 2, 6), (1024, 2, 2))
+# Table 5's "Shallow MobileNet": the five 14x14x512 separable layers removed.
+_V1_SHALLOW_ROWS = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 2, 1), (1024, 2, 2))
 
 
-def _v1(name: str, block_type: str) -> NetSpec:
+def _v1(name: str, block_type: str, rows=_V1_ROWS) -> NetSpec:
     # The paper says ReLU; its reference code (TF-slim) and timm, whose checkpoints people load,
     # use ReLU6, so we do too.
     stages = tuple(
         StageSpec((BlockSpec(block_type, kernel=3, stride=s, out_channels=c, repeats=n, activation="relu6"),))
-        for c, s, n in _V1_ROWS
+        for c, s, n in rows
     )
     return NetSpec(
         name=name,
@@ -35,6 +37,11 @@ def mobilenet_v1_conv() -> NetSpec:
 
 # (expansion t, out channels c, repeats n, first stride s), arXiv:1801.04381 Table 2.
 _V2_ROWS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def mobilenet_v1_shallow() -> NetSpec:
+    """MobileNetV1 without its five 14x14x512 separable layers (Table 5, 'Shallow MobileNet')."""
+    return _v1("mobilenet_v1_shallow", "separable", _V1_SHALLOW_ROWS)
 
 
 def mobilenet_v2() -> NetSpec:

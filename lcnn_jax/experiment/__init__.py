@@ -1,0 +1,1 @@
+"""Paper ablations as experiments: `experiments/NAME/` folders, run at a smoke or full size."""
