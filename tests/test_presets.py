@@ -40,8 +40,9 @@ def test_published_tables(pub):
 
 def test_every_preset_is_registered_once():
     names = list_presets()
-    assert names[:5] == ["mobilenet_v1", "mobilenet_v1_conv", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"]
-    assert names[5:] == [f"efficientnet_b{i}" for i in range(8)]
+    assert names[:6] == ["mobilenet_v1", "mobilenet_v1_conv", "mobilenet_v1_shallow", "mobilenet_v2",
+                         "mobilenet_v3_large", "mobilenet_v3_small"]
+    assert names[6:] == [f"efficientnet_b{i}" for i in range(8)]
     assert len(set(names)) == len(names) == len(PRESETS)
 
 
