@@ -30,7 +30,8 @@ def test_every_ablation_of_the_issue_is_an_experiment_with_readme_and_both_sizes
         assert e.sweep_files("smoke") and e.sweep_files("full")
         assert e.smoke_minutes <= 30
     assert main(["experiment", "list"]) == 0
-    assert all(name in capsys.readouterr().out for name in ABLATIONS)
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ABLATIONS)
 
 
 def test_unknown_experiment_and_size_fail_with_the_valid_choices(capsys):
