@@ -50,13 +50,15 @@ data:
 demo: install
 	$(BIN)/lcnn sweep run sweeps/quickstart.yaml --workers 2
 
-# Tests train too, so they run under tcmalloc as `lcnn train` does (empty when absent).
-TCMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4))
+# Tests train too, so they run under tcmalloc as `lcnn train` does (empty when absent). The path
+# comes from lcnn_jax.runtime, asked at recipe time: the venv need not exist when make starts.
+FIND_TCMALLOC := $(BIN)/python -c 'from lcnn_jax.runtime import find_tcmalloc; print(find_tcmalloc() or "")'
 
 # pytest exits 5 when it collects nothing (e.g. a -k or -m filter that matches no test):
 # report that plainly instead of failing as if a test had broken.
 test: install $(TORCH)
-	@LD_PRELOAD=$(TCMALLOC) $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@tcmalloc=$$($(FIND_TCMALLOC)); \
+	LD_PRELOAD=$$tcmalloc $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing to run"; exit 0; fi; exit $$rc
 
 test-fast: install $(TORCH)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import json
 import math
 import sys
@@ -120,14 +122,17 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _lazy(module: str, name: str):
+    """A subcommand handler calling `module.name(args)`, importing `module` only when it runs."""
+
+    def run(args) -> int:
+        return getattr(importlib.import_module(module), name)(args)
+
+    return run
+
+
 def _add_sweep_commands(sweeps) -> None:
-    def handler(name):
-        def run(args):
-            from lcnn_jax.sweep import commands
-
-            return getattr(commands, name)(args)
-
-        return run
+    handler = functools.partial(_lazy, "lcnn_jax.sweep.commands")
 
     def common(p, runs: bool):
         p.add_argument("file", help="sweep file in W&B sweep format (sweeps/*.yaml)")
@@ -175,13 +180,7 @@ def _add_sweep_commands(sweeps) -> None:
 
 
 def _add_experiment_commands(experiments) -> None:
-    def handler(name):
-        def run(args):
-            from lcnn_jax.experiment import commands
-
-            return getattr(commands, name)(args)
-
-        return run
+    handler = functools.partial(_lazy, "lcnn_jax.experiment.commands")
 
     p = experiments.add_parser("list", help="the paper ablations in experiments/")
     p.add_argument("--json", action="store_true")

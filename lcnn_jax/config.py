@@ -9,15 +9,13 @@ choices come from each field's metadata. Nothing here is global: a `Config` is p
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
-from lcnn_jax.errors import ConfigError
+from lcnn_jax.errors import ConfigError, unknown_choice
 
 
 def _f(default, *, choices=None, low=None, high=None, low_open=False, high_open=False, help=""):
@@ -95,11 +93,15 @@ class TrainConfig:
     progress: bool = _f(True, help="tqdm progress bar on stderr")
 
 
+# Scaling strategies, in table and legend order (lcnn_jax.scaling implements them).
+STRATEGIES = ("depth", "width", "resolution", "compound", "fast_compound")
+
+
 @dataclasses.dataclass(frozen=True)
 class ScalingConfig:
     """Grow the model.* network (the base) by a strategy to a MACs multiple, solved at run start."""
 
-    strategy: str = _f("none", choices=("none", "depth", "width", "resolution", "compound", "fast_compound"))
+    strategy: str = _f("none", choices=("none",) + STRATEGIES)
     target: float = _f(1.0, low=0, low_open=True, help="MACs multiple of the base; the knob is solved for it")
     phi: float | None = _f(None, help="compound only: scale by this phi instead of solving for target")
     alpha: float = _f(1.2, low=1, help="compound depth coefficient")
@@ -135,14 +137,10 @@ class Config:
     wandb: WandbConfig = WandbConfig()
 
 
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def flat_keys(cls=Config, prefix: str = "") -> dict[str, tuple[type, dataclasses.Field]]:
     """Every dotted leaf key of a config class with its type and field."""
     out = {}
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         t = hints[f.name]
         if dataclasses.is_dataclass(t):
@@ -153,11 +151,9 @@ def flat_keys(cls=Config, prefix: str = "") -> dict[str, tuple[type, dataclasses
 
 
 def _unknown_key(key: str, valid) -> ConfigError:
-    near = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.6)
     section = key.split(".")[0]
     same_section = [k for k in valid if k.startswith(section + ".")]
-    hint = f"did you mean {', '.join(near)}?" if near else f"valid keys: {', '.join(same_section or valid)}"
-    return ConfigError(f"unknown config key {key!r}; {hint}")
+    return unknown_choice("config key", key, same_section or list(valid))
 
 
 def _type_name(t) -> str:
@@ -169,7 +165,7 @@ def _type_name(t) -> str:
 
 def parse_value(key: str, t, value: Any):
     """Convert `value` (a YAML scalar or an override string) to field type `t`, naming `key` on failure."""
-    optional = type(None) in typing.get_args(t) or isinstance(t, types.UnionType) and type(None) in t.__args__
+    optional = type(None) in typing.get_args(t)
     base = next((a for a in typing.get_args(t) if a is not type(None)), t)
     if isinstance(value, str) and value.strip().lower() in ("none", "null", "~") and optional:
         return None
@@ -225,12 +221,13 @@ def check_range(key: str, value, meta: dict) -> None:
         raise ConfigError(f"{key}: {value!r} is out of range {lo or '(-inf'}, {hi}")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1} (keys prefixed with `prefix`)."""
     out = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -238,7 +235,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def _build(cls, values: dict[str, Any], prefix: str = ""):
     kwargs = {}
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         t = hints[f.name]
         if dataclasses.is_dataclass(t):
@@ -252,7 +249,7 @@ def make_config(values: dict[str, Any] | None = None, overrides: list[str] | tup
     """A validated Config from nested/dotted `values` (e.g. a YAML file) and `key=value` overrides."""
     keys = flat_keys()
     merged: dict[str, Any] = {}
-    for key, value in _flatten(values or {}).items():
+    for key, value in flatten(values or {}).items():
         merged[key] = value
     for item in overrides:
         item = item[2:] if item.startswith("--") else item  # `--key=value` works too

@@ -81,10 +81,20 @@ class Net(nn.Module):
         return nn.Dense(s.num_classes, kernel_init=init, name="classifier")(x)
 
 
-def init_variables(model: nn.Module, resolution: int, in_channels: int = 3, seed: int = 0):
+def init_variables(
+    model: nn.Module, resolution: int, in_channels: int = 3, seed: int = 0, *, key: jax.Array | None = None
+):
     """Initialise `model` for NHWC images of this size; returns {'params', 'batch_stats'}.
 
-    Jitted `lazy_init`: the forward pass is only traced for shapes, never run or compiled.
+    The PRNG key is `key` when given, else ``jax.random.key(seed)``. Jitted `lazy_init`: the
+    forward pass is only traced for shapes, never run or compiled.
     """
     x = jax.ShapeDtypeStruct((1, resolution, resolution, in_channels), jnp.float32)
-    return jax.jit(lambda key: model.lazy_init(key, x, train=False))(jax.random.key(seed))
+    if key is None:
+        key = jax.random.key(seed)
+    return jax.jit(lambda k: model.lazy_init(k, x, train=False))(key)
+
+
+def abstract_variables(spec: NetSpec) -> dict:
+    """The {'params', 'batch_stats'} tree of `Net(spec)` as shapes and dtypes only (nothing computed)."""
+    return jax.eval_shape(lambda: init_variables(Net(spec), spec.resolution, spec.in_channels))

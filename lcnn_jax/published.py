@@ -31,6 +31,7 @@ PUBLISHED: tuple[Published, ...] = (
     Published("mobilenet_v1", 1.0, 160, 290e6, 4.2e6, "MobileNetV1 Table 7"),
     Published("mobilenet_v1", 1.0, 128, 186e6, 4.2e6, "MobileNetV1 Table 7"),
     Published("mobilenet_v1_conv", 1.0, 224, 4866e6, 29.3e6, "MobileNetV1 Table 4"),
+    Published("mobilenet_v1_shallow", 1.0, 224, 307e6, 2.9e6, "MobileNetV1 Table 5"),
     Published("mobilenet_v2", 1.0, 224, 300_774_272, 3_504_872, "timm/TF-slim reference count", exact=True),
     Published("mobilenet_v2", 1.4, 224, 582e6, 6.11e6, "TF-slim README (MACs), timm (params); paper's 6.9M is not reproducible"),
     Published("mobilenet_v2", 0.5, 224, 97e6, 1.95e6, "TF-slim README"),

@@ -20,11 +20,11 @@ import dataclasses
 import functools
 import math
 
-from lcnn_jax.count import count_spec
+from lcnn_jax.config import STRATEGIES
+from lcnn_jax.count import Counts, count_spec
 from lcnn_jax.errors import ConfigError, unknown_choice
 from lcnn_jax.spec import NetSpec, scale
 
-STRATEGIES = ("depth", "width", "resolution", "compound", "fast_compound")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,13 +130,15 @@ class Scaled:
 
 
 @functools.lru_cache(maxsize=4096)
-def _macs(spec: NetSpec) -> int:
-    return count_spec(spec).macs
+def counts(spec: NetSpec) -> Counts:
+    """Counter totals of `spec` at batch 1, memoised: specs are frozen and hashable, and the solver,
+    dry runs and training all count the same few specs."""
+    return count_spec(spec)
 
 
 def realised_macs(spec: NetSpec) -> int:
-    """MACs of `spec` from the counter (memoised: specs are frozen and hashable)."""
-    return _macs(spec)
+    """MACs of `spec` from the counter (memoised)."""
+    return counts(spec).macs
 
 
 def solve(

@@ -32,3 +32,17 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], rig
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in _cells(rows)]
     return "\n".join(lines)
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """An HTML table with escaped cells; the first column is left-aligned."""
+    import html
+
+    left = ' style="text-align:left"'
+
+    def line(tag: str, row: Sequence[str], first_left: bool) -> str:
+        return "<tr>" + "".join(f"<{tag}{left if i == 0 and first_left else ''}>{html.escape(c)}</{tag}>"
+                                for i, c in enumerate(row)) + "</tr>"
+
+    body = "".join(line("td", r, True) for r in _cells(rows))
+    return f"<table>{line('th', [str(h) for h in headers], False)}{body}</table>"

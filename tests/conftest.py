@@ -15,8 +15,11 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix="lcnn-tests-tfds-")
 
+# Examples in the tiny dataset's train and test splits (the `tiny_data` fixture).
+N_TRAIN, N_TEST = 512, 200
 
-def make_idx_dataset(root: Path, n_train: int = 512, n_test: int = 200, seed: int = 0) -> Path:
+
+def make_idx_dataset(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST, seed: int = 0) -> Path:
     """Write the four Fashion-MNIST IDX files of a small learnable dataset into root/fashion-mnist.
 
     Class c is noise plus a bright horizontal band at rows 2c..2c+7 and a brightness offset of

@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import N_TEST, N_TRAIN
 
 from lcnn_jax.config import DataConfig
 from lcnn_jax.data import augment, fashion_mnist
@@ -31,7 +32,7 @@ def test_builder_reads_the_idx_files(tiny_env, tiny_data):
     train = load_split("fashion_mnist", "train", str(tiny_env))
     test = load_split("fashion_mnist", "test", str(tiny_env))
     want = read_idx(root / "fashion-mnist" / "train-images-idx3-ubyte.gz")
-    assert (train.num_examples, test.num_examples, train.num_classes, train.channels) == (512, 200, 10, 1)
+    assert (train.num_examples, test.num_examples, train.num_classes, train.channels) == (N_TRAIN, N_TEST, 10, 1)
     np.testing.assert_array_equal(train.images[..., 0], want)
     np.testing.assert_array_equal(train.labels, read_idx(root / "fashion-mnist" / "train-labels-idx1-ubyte.gz"))
     assert load_split("fashion_mnist", "train", str(tiny_env), max_examples=100).num_examples == 100
@@ -39,8 +40,8 @@ def test_builder_reads_the_idx_files(tiny_env, tiny_data):
         load_split("fashion_mnist", "validation", str(tiny_env))
 
 
-def test_prepared_copies_are_keyed_by_their_source_files(tiny_env, tmp_path, monkeypatch):
-    small = load_split("fashion_mnist", "train", str(tiny_env))
+def test_prepared_copies_are_keyed_by_their_source_files(tiny_env, tiny_data, tmp_path, monkeypatch):
+    assert load_split("fashion_mnist", "train", str(tiny_env)).num_examples == N_TRAIN
     other = tmp_path / "other"
     from conftest import make_idx_dataset
 
@@ -48,8 +49,9 @@ def test_prepared_copies_are_keyed_by_their_source_files(tiny_env, tmp_path, mon
     monkeypatch.setenv("LCNN_DATA_DIR", str(other))
     # Same data_dir, other IDX files: a separate prepared copy, never the cached one.
     assert load_split("fashion_mnist", "train", str(tiny_env)).num_examples == 300
-    monkeypatch.undo()
-    assert small.num_examples == 512
+    # ...and preparing it left the original copy as it was.
+    monkeypatch.setenv("LCNN_DATA_DIR", str(tiny_data[0]))
+    assert load_split("fashion_mnist", "train", str(tiny_env)).num_examples == N_TRAIN
 
 
 class _OfflineDownloads:
@@ -107,7 +109,7 @@ def _pipeline(tiny_env, **cfg):
 
 def test_train_batches_are_deterministic_resumable_and_shuffled_per_epoch(tiny_env):
     _, prep, batches = _pipeline(tiny_env, randaugment_ops=2)
-    assert batches.steps_per_epoch == 8
+    assert batches.steps_per_epoch == N_TRAIN // 64
     run = list(itertools.islice(batches.from_step(0), 20))
     again = list(itertools.islice(batches.from_step(0), 20))
     resumed = list(itertools.islice(batches.from_step(13), 7))

@@ -24,7 +24,7 @@ def test_logits_match_timm(timm_name, tmp_path):
     # Native resolution plus a small even and an odd one (odd sizes exercise TF 'SAME' padding),
     # each through .pth -> `lcnn convert` -> orbax -> load_pretrained.
     for resolution in parity_resolutions(timm_name):
-        r = check_parity(timm_name, resolution, tmp_path, batch=1 if resolution > 300 else 2)
+        r = check_parity(timm_name, resolution, tmp_path)
         assert r.max_abs_logit > 0
         assert r.max_abs_diff <= 1e-4 * r.max_abs_logit, f"{timm_name} at {r.resolution}: rel diff {r.rel_diff:.2e}"
 
@@ -56,7 +56,7 @@ def test_missing_extra_and_misshapen_tensors_are_named():
     bad = dict(state, **{"blocks.1.0.conv_dw.weight": torch.zeros(72, 1, 5, 5)})
     with pytest.raises(ConfigError, match=r"'blocks\.1\.0\.conv_dw\.weight' has shape \(72, 1, 5, 5\).*\(72, 1, 3, 3\)"):
         from_timm("mobilenetv3_small_100", bad)
-    with pytest.raises(ConfigError, match="wrong timm model for these weights|lacks|does not use|shape"):
+    with pytest.raises(ConfigError, match="lacks"):
         from_timm("mobilenetv2_100", state)
     with pytest.raises(ConfigError, match="unknown timm model 'resnet50'"):
         from_timm("resnet50", state)

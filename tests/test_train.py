@@ -8,16 +8,17 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
+from conftest import N_TRAIN
 
 from lcnn_jax.cli import main
 from lcnn_jax.config import make_config
-from lcnn_jax.train.loop import Diverged, evaluate_workdir, train_and_evaluate
+from lcnn_jax.train.loop import train_and_evaluate
 from lcnn_jax.train.metrics import read_jsonl
 
 RUNNER = Path(__file__).with_name("train_runner.py")
+STEPS = 3 * (N_TRAIN // 64)  # the steps of a `tiny_overrides` run: train.epochs=3, data.batch_size=64
 
 
 def tiny_overrides(data_dir, *extra):
@@ -43,7 +44,7 @@ def finished_run(tmp_path_factory, tiny_data):
 
 def test_run_writes_config_metrics_summary_and_checkpoints(finished_run):
     workdir, summary = finished_run
-    assert summary["status"] == "completed" and summary["final_step"] == 24
+    assert summary["status"] == "completed" and summary["final_step"] == STEPS
     on_disk = json.loads((workdir / "summary.json").read_text())
     assert on_disk["status"] == "completed"
     for key in ("top1", "top5", "loss", "ema_top1", "ema_top5", "ema_loss", "macs", "params", "train_img_per_s",
@@ -53,17 +54,17 @@ def test_run_writes_config_metrics_summary_and_checkpoints(finished_run):
     records = read_jsonl(workdir / "metrics.jsonl")
     train = [r for r in records if r["split"] == "train"]
     evals = [r for r in records if r["split"] == "eval"]
-    assert [r["step"] for r in train] == [4, 8, 12, 16, 20, 24] and [r["step"] for r in evals] == [12, 24]
+    assert [r["step"] for r in train] == list(range(4, STEPS + 1, 4)) and [r["step"] for r in evals] == [STEPS // 2, STEPS]
     assert evals[-1]["top1"] == pytest.approx(on_disk["top1"])
     assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "mobilenet_v1"
-    assert sorted(int(p.name) for p in (workdir / "ckpt").iterdir() if p.name.isdigit()) == [20, 24]
+    assert sorted(int(p.name) for p in (workdir / "ckpt").iterdir() if p.name.isdigit()) == [STEPS - 4, STEPS]
 
 
 def test_eval_command_matches_the_summary(finished_run, tiny_env, capsys):
     workdir, summary = finished_run
     assert main(["eval", str(workdir)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["step"] == 24
+    assert out["step"] == STEPS
     assert out["top1"] == pytest.approx(summary["top1"]) and out["ema_top1"] == pytest.approx(summary["ema_top1"])
 
 
@@ -103,7 +104,7 @@ def test_wandb_offline_run_mirrors_metrics_jsonl(finished_run):
         (["optim.lr=0"], "optim.lr: 0.0 is out of range"),
         (["model.name=resnet50"], "unknown model 'resnet50'"),
         (["data.dataset=no_such_dataset"], "unknown TFDS dataset"),
-        (["data.batch_size=100000"], "exceeds the 512 training examples"),
+        (["data.batch_size=100000"], f"exceeds the {N_TRAIN} training examples"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tiny_env, tmp_path, capsys, overrides, message):

@@ -12,9 +12,9 @@ import numpy as np
 
 
 def steps(out_path: str) -> None:
-    """Five train steps of a tiny model on fixed random data with the run's sharding."""
+    """Five train steps of a tiny model on fixed random data, set up as train_and_evaluate does."""
     from lcnn_jax.config import make_config
-    from lcnn_jax.net import Net
+    from lcnn_jax.net import Net, init_variables
     from lcnn_jax.presets import get_spec
     from lcnn_jax.train import devices
     from lcnn_jax.train.optim import optimizer, schedule
@@ -28,13 +28,12 @@ def steps(out_path: str) -> None:
     model = Net(spec, impl="native")
     tx = optimizer(cfg.optim, schedule(cfg.optim, 5, 5))
     init_key, drop_key = jax.random.split(jax.random.key(0))
-    x = jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32)
-    state = create_state(jax.jit(lambda k: model.lazy_init(k, x))(init_key), tx)
     mesh = devices.data_mesh()
-    repl, data = devices.replicated(mesh), devices.batch_sharded(mesh)
-    state = jax.device_put(state, repl)
-    step = jax.jit(make_train_step(model, tx, label_smoothing=0.1, ema_decay=0.99, precision="float32", base_key=drop_key),
-                   in_shardings=(repl, data), out_shardings=(repl, repl))
+    data = devices.batch_sharded(mesh)
+    state = jax.device_put(create_state(init_variables(model, 32, key=init_key), tx), devices.replicated(mesh))
+    step = devices.jit_train_step(
+        make_train_step(model, tx, label_smoothing=0.1, ema_decay=0.99, precision="float32", base_key=drop_key), mesh
+    )
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(5):

@@ -14,8 +14,8 @@ PAPER = {"none": ("EfficientNet-B0", 0.39e9, 77.1), "depth": ("scale depth (d=4)
 
 def analyze(result) -> None:
     """table.md and top1_vs_macs.png (Fig. 8 style)."""
-    md, lines, pts = kit.strategy_section(result.rows, PAPER, 0.39e9)
-    kit.strategy_plot(pts, result.out / "top1_vs_macs.png", f"EfficientNet-B0 scaled ({result.size})")
+    md, lines, groups = kit.strategy_section(result.rows, PAPER)
+    kit.strategy_plot(groups, result.out / "top1_vs_macs.png", f"EfficientNet-B0 scaled ({result.size})")
     kit.write_markdown(result.out / "table.md", TITLE, [
         ("Strategy x target, ours next to the paper's", md),
         ("Compound against each single dimension at the largest target", "\n".join(lines)),

@@ -10,7 +10,6 @@ TITLE = "EfficientNet Fig. 3: single-dimension scaling of the base"
 KIND = "train"
 SMOKE_MINUTES = 14
 
-KNOB = {"width": "width", "depth": "depth", "resolution": "resolution"}
 # The paper prints Fig. 3 as curves, not numbers; its claim is the shape.
 PAPER_TREND = "each dimension gains, with diminishing returns; all three flatten near 80% ImageNet top-1"
 
@@ -35,15 +34,14 @@ def analyze(result) -> None:
     pts = kit.points(result.rows)
     series = kit.by_series(pts)
     rows, summary = [], []
-    for name, ps in series.items():
-        knob = KNOB.get(name, name)
-        base = min(p[knob] for p in ps)
+    for name, ps in series.items():  # each series is named after the dimension it scales
+        base = min(p[name] for p in ps)
         base_macs = min(p["macs"] for p in ps)
-        for p in sorted(ps, key=lambda p: p[knob]):
-            rows.append((name, f"{p[knob] / base:.2f}", f"{p['width']:.3g}", f"{p['depth']:.3g}", p["resolution"],
+        for p in sorted(ps, key=lambda p: p[name]):
+            rows.append((name, f"{p[name] / base:.2f}", f"{p['width']:.3g}", f"{p['depth']:.3g}", p["resolution"],
                          kit.millions(p["macs"], 2), f"{p['macs'] / base_macs:.2f}x", kit.pct(p)))
         best = max(ps, key=lambda p: p["mean"])
-        summary.append((name, saturation(ps), kit.pct(best), f"{best[knob] / base:.2f}"))
+        summary.append((name, saturation(ps), kit.pct(best), f"{best[name] / base:.2f}"))
     kit.accuracy_plot(pts, result.out / "top1_vs_macs.png",
                       f"EfficientNet Fig. 3 ({result.size}): single-dimension scaling (saturation)")
     kit.write_markdown(result.out / "table.md", TITLE, [

@@ -29,7 +29,8 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     n, h, w, c = images.shape
     if (h, w) == (size, size):
         return images
-    return np.einsum("oh,nhwc,pw->nopc", resize_matrix(h, size), images, resize_matrix(w, size), optimize=True)
+    rows = np.matmul(resize_matrix(h, size), images.reshape(n, h, w * c)).reshape(n, size, w, c)
+    return np.matmul(resize_matrix(w, size), rows)  # (size, w) @ (..., w, c) -> (n, size, size, c)
 
 
 def random_crop(images: np.ndarray, padding: int, rng: np.random.Generator) -> np.ndarray:

@@ -26,7 +26,6 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 HOW_TO_GET = (
     "Fashion-MNIST not found: install Debian's package (sudo apt-get install dataset-fashion-mnist), "

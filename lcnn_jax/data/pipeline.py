@@ -17,6 +17,7 @@ import numpy as np
 from lcnn_jax.config import DataConfig
 from lcnn_jax.data import augment
 from lcnn_jax.data.sources import Split
+from lcnn_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,13 @@ def normalisation(split: Split) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if not split.in_memory:
         return ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if split.channels == 3 else ((0.5,), (0.5,))
     sample = split.images[:10000].astype(np.float64) / 255.0
-    return tuple(sample.mean(axis=(0, 1, 2))), tuple(sample.std(axis=(0, 1, 2)) + 1e-6)
+    mean, std = sample.mean(axis=(0, 1, 2)), sample.std(axis=(0, 1, 2)) + 1e-6
+    return tuple(map(float, mean)), tuple(map(float, std))
+
+
+def _work_size(split: Split, prep: Preprocess) -> int:
+    """Side of the uint8 images augmentation works on: as stored, or lazy records resized to this."""
+    return split.images.shape[1] if split.in_memory else max(prep.resolution, 32)
 
 
 def _fixed_size(image: np.ndarray, size: int) -> np.ndarray:
@@ -80,10 +87,10 @@ class TrainBatches:
 
     def __init__(self, split: Split, cfg: DataConfig, prep: Preprocess, batch_size: int, seed: int):
         if split.num_examples < batch_size:
-            raise ValueError(f"training split has {split.num_examples} examples, fewer than one batch of {batch_size}")
+            raise ConfigError(f"data.batch_size={batch_size} exceeds the {split.num_examples} training examples")
         self.split, self.cfg, self.prep, self.batch_size, self.seed = split, cfg, prep, batch_size, seed
         self.steps_per_epoch = split.num_examples // batch_size
-        self.work_size = split.images.shape[1] if split.in_memory else max(prep.resolution, 32)
+        self.work_size = _work_size(split, prep)
 
     def _batch(self, epoch: int, index: int, indices: np.ndarray) -> dict[str, np.ndarray]:
         rng = np.random.default_rng((self.seed, epoch, index))
@@ -110,7 +117,7 @@ class TrainBatches:
 
 def eval_batches(split: Split, cfg: DataConfig, prep: Preprocess, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """The whole split in order, the last batch padded to `batch_size` with mask=False rows."""
-    work = split.images.shape[1] if split.in_memory else max(prep.resolution, 32)
+    work = _work_size(split, prep)
 
     def load(i: int, idx) -> dict[str, np.ndarray]:
         idx = np.asarray(idx)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from lcnn_jax.data.catalog import KNOWN
 from lcnn_jax.errors import ConfigError
 
 IN_MEMORY_LIMIT_BYTES = 4 << 30  # decode once into numpy below this (measured ~100x faster than per-record)
@@ -79,7 +80,8 @@ def load_split(dataset: str, split: str, data_dir: str | None = None, max_exampl
         raise ConfigError(f"dataset {dataset!r} has no split {split!r}; it has {', '.join(builder.info.splits)}")
     features = builder.info.features
     label = features["label"]
-    num_classes = getattr(label, "num_classes", None) or (10 if dataset == "fashion_mnist" else None)
+    # A ClassLabel knows its class count; a plain integer label (our Fashion-MNIST builder) takes the catalog's.
+    num_classes = getattr(label, "num_classes", None) or KNOWN.get(dataset, (None,))[0]
     if num_classes is None:
         raise ConfigError(f"dataset {dataset!r} has no ClassLabel 'label' feature to take the class count from")
     shape = features["image"].shape

@@ -22,6 +22,20 @@ def cmd_list(args) -> int:
     return 0
 
 
+def reproducing_argv(args) -> list[str]:
+    """The `lcnn` arguments that redo this run: the name, the size, and every option that was set."""
+    argv = ["experiment", "run", args.name, "--size", args.size]
+    if args.counts_only:
+        return argv + ["--counts-only"]
+    argv += ["--workers", str(args.workers)]
+    optional = {"--executor": (args.executor, "local"), "--max-retries": (args.max_retries, 1), "--root": (args.root, None),
+                "--results": (args.results, None), "--workdir": (args.workdir, None)}
+    for flag, (value, default) in optional.items():
+        if value != default:
+            argv += [flag, str(value)]
+    return argv
+
+
 def cmd_run(args) -> int:
     """Dry-run (plan) or run one experiment at one size."""
     root = Path(args.root) if args.root else default_root()
@@ -33,8 +47,7 @@ def cmd_run(args) -> int:
     results_root = Path(args.results) if args.results else root / "results"
     out = run_experiment(experiment, args.size, results_root=results_root, workdir=workdir, workers=args.workers,
                          executor=args.executor, max_retries=args.max_retries, counts_only=args.counts_only,
-                         argv=["experiment", "run", experiment.name, "--size", args.size]
-                         + (["--counts-only"] if args.counts_only else ["--workers", str(args.workers)]))
+                         argv=reproducing_argv(args))
     table = out / "table.md"
     if table.exists():
         print(table.read_text())

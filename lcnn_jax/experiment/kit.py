@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import collections
-import statistics
 from pathlib import Path
 
 from lcnn_jax.plots import curves_plot
+from lcnn_jax.published import published_for
+from lcnn_jax.sweep.report import aggregate, is_base, seed_average, strategy_curves, table_rows
 from lcnn_jax.tables import markdown_table
 
 # What identifies a point of a curve: everything but the seed.
@@ -15,28 +15,15 @@ POINT_KEYS = ("series", "model", "width", "depth", "resolution")
 
 def count_preset(name: str, width: float | None = None, depth: float | None = None, resolution: int | None = None):
     """Counts (MACs, params, activations) of a preset at 1000 classes, as the papers count it."""
-    from lcnn_jax.count import count_spec
     from lcnn_jax.presets import get_spec
+    from lcnn_jax.scaling import counts
 
-    return count_spec(get_spec(name, width=width, depth=depth, resolution=resolution, num_classes=1000))
+    return counts(get_spec(name, width=width, depth=depth, resolution=resolution))
 
 
 def points(rows: list[dict], metric: str = "ema_top1", keys: tuple[str, ...] = POINT_KEYS) -> list[dict]:
     """Completed runs averaged over seeds: one dict per distinct `keys` with mean, std, n, macs, params, ..."""
-    groups: dict[tuple, list[dict]] = collections.defaultdict(list)
-    for r in rows:
-        if r.get("state", "completed") == "completed" and r.get(metric) is not None:
-            groups[tuple(r.get(k) for k in keys)].append(r)
-    out = []
-    for key, rs in groups.items():
-        values = [float(r[metric]) for r in rs]
-        point = dict(zip(keys, key), n=len(rs), mean=statistics.fmean(values),
-                     std=statistics.stdev(values) if len(values) > 1 else 0.0)
-        for k in ("macs", "params", "activations", "eval_latency_ms", "train_img_per_s", "wall_s"):
-            xs = [float(r[k]) for r in rs if r.get(k) is not None]
-            point[k] = statistics.fmean(xs) if xs else None
-        out.append(point)
-    return out
+    return [p for p in seed_average(rows, metric, keys) if p["mean"] is not None]
 
 
 def by_series(pts: list[dict]) -> dict[str, list[dict]]:
@@ -96,46 +83,28 @@ def versus(pts: dict[str, dict], winner: str) -> list[str]:
     return lines
 
 
-def strategy_section(rows: list[dict], paper: dict[str, tuple], paper_base_macs: float) -> tuple[str, list[str], list[dict]]:
+def strategy_section(rows: list[dict], paper: dict[str, tuple]) -> tuple[str, list[str], list[dict]]:
     """Markdown table of strategy x target (ours next to the paper's), the compound-vs-rest lines and the points.
 
     `paper` maps a strategy ("none" for the base) to (label, paper MACs, paper top-1 %).
     """
-    pts = points(rows, keys=("strategy", "target"))
-    for p in pts:
-        p["ratio"] = statistics.fmean([float(r["realised_ratio"]) for r in rows if r.get("strategy") == p["strategy"]
-                                       and r.get("target") == p["target"] and r.get("realised_ratio") is not None] or [1.0])
-    order = {s: i for i, s in enumerate(("none", "depth", "width", "resolution", "compound", "fast_compound"))}
-    pts.sort(key=lambda p: (p["target"], order.get(p["strategy"], 9)))
+    groups = aggregate(rows)
+    base_macs = paper["none"][1]
     table = []
-    for p in pts:
-        label, macs, top1 = paper.get(p["strategy"] if p["target"] != 1 else "none", ("-", None, None))
-        table.append((p["strategy"] if p["target"] != 1 else "base", f"{p['target']:g}", f"{p['ratio']:.3f}",
-                      millions(p["macs"], 2), pct(p), label, f"{macs / paper_base_macs:.2f}x" if macs else "-",
-                      top1 if top1 is not None else "-"))
-    # Runs that diverged have no accuracy; say so instead of dropping the row.
-    diverged = collections.Counter((r["strategy"], r["target"]) for r in rows if r.get("state") == "diverged")
-    for (strategy, target), n in diverged.items():
-        if not any(p["strategy"] == strategy and p["target"] == target for p in pts):
-            label, macs, top1 = paper.get(strategy, ("-", None, None))
-            r = next(r for r in rows if r["strategy"] == strategy and r["target"] == target)
-            table.append((strategy, f"{target:g}", f"{float(r.get('realised_ratio') or 1):.3f}", "-", f"diverged ({n} runs)",
-                          label, f"{macs / paper_base_macs:.2f}x" if macs else "-", top1 if top1 is not None else "-"))
+    for g, ours in zip(groups, table_rows(groups)):
+        label, macs, top1 = paper.get(g["strategy"], ("-", None, None))
+        table.append(("base" if is_base(g) else g["series"], ours[1], ours[2], ours[3], ours[5], label,
+                      f"{macs / base_macs:.2f}x" if macs else "-", "-" if top1 is None else top1))
     md = markdown_table(("strategy", "target", "realised", "MACs", "our top-1 %", "paper row", "paper MACs vs base",
                          "paper top-1 %"), table, right=(False, True, True, True, True, False, True, True))
-    top = max((p["target"] for p in pts), default=1)
-    at_top = {p["strategy"]: p for p in pts if p["target"] == top}
-    return md, versus(at_top, "compound"), pts
+    pts = [g for g in groups if g["mean"] is not None]
+    top = max((g["target"] for g in pts), default=1)
+    return md, versus({g["strategy"]: g for g in pts if g["target"] == top}, "compound"), groups
 
 
-def strategy_plot(pts: list[dict], path: Path, title: str) -> Path | None:
+def strategy_plot(groups: list[dict], path: Path, title: str) -> Path | None:
     """Top-1 against MACs, one curve per strategy, each starting at the shared base."""
-    base = [p for p in pts if p["target"] == 1]
-    curves = {}
-    for p in pts:
-        if p["target"] != 1:
-            curves.setdefault(p["strategy"], list(base)).append(p)
-    return curves_plot(curves or {"base": base}, "macs", "MACs per image (log)", "ema_top1 (%)", path, title, logx=True)
+    return curves_plot(strategy_curves(groups), "macs", "MACs per image (log)", "ema_top1 (%)", path, title, logx=True)
 
 
 PAPER_ROW_HEADERS = ("model", "paper top-1 %", "our top-1 %", "paper Mult-Adds", "ours", "ratio", "paper params", "ours",
@@ -143,13 +112,39 @@ PAPER_ROW_HEADERS = ("model", "paper top-1 %", "our top-1 %", "paper Mult-Adds",
 
 
 def paper_rows(entries: list[tuple]) -> str:
-    """Markdown paper | ours table; entries are (label, our point or None, preset, width, paper top-1, MACs, params).
+    """Markdown paper | ours table; entries are (label, our point or None, preset, width, paper top-1 %).
 
-    Counts are at 224 px and 1000 classes, as printed; 'our run's MACs' is the trained model's.
+    Mult-Adds and params are counted at 224 px and 1000 classes and compared with lcnn_jax.published;
+    'our run's MACs' is the trained model's.
     """
     rows = []
-    for label, p, preset, width, top1, macs, params in entries:
+    for label, p, preset, width, top1 in entries:
         c = count_preset(preset, width=width, resolution=224)
-        rows.append((label, top1, pct(p), millions(macs, 0), millions(c.macs), ratio(c.macs, macs), millions(params, 1),
-                     millions(c.params, 2), ratio(c.params, params), millions(p["macs"], 2) if p else "-"))
+        pub = published_for(preset, width, 224, 1.0, 224)
+        rows.append((label, top1, pct(p), millions(pub.macs, 0), millions(c.macs), ratio(c.macs, pub.macs),
+                     millions(pub.params, 1), millions(c.params, 2), ratio(c.params, pub.params),
+                     millions(p["macs"], 2) if p else "-"))
     return markdown_table(PAPER_ROW_HEADERS, rows, right=(False,) + (True,) * 9)
+
+
+def paper_pair(result, entries: dict[str, tuple], key: str, title: str, gap_name: str) -> None:
+    """table.md and top1_vs_macs.png for two models compared as in a paper table.
+
+    `entries` maps the value of `key` in the rows (a preset or a series) to (label, preset, width,
+    paper top-1 %); the gap line ("`gap_name`: ...") compares the first entry with the second, ours and
+    the paper's.
+    """
+    pts = {p[key]: p for p in points(result.rows)}
+    table = paper_rows([(label, pts.get(k), preset, width, top1) for k, (label, preset, width, top1) in entries.items()])
+    (ka, (_, pa, wa, ta)), (kb, (_, pb, wb, tb)) = list(entries.items())[:2]
+    gap = "not all runs completed"
+    if ka in pts and kb in pts:
+        a, b = pts[ka], pts[kb]
+        paper_macs = published_for(pa, wa, 224, 1.0, 224).macs / published_for(pb, wb, 224, 1.0, 224).macs
+        gap = (f"{gap_name}: {100 * (a['mean'] - b['mean']):+.2f} points top-1 (paper: {ta - tb:+.1f}) for "
+               f"{a['macs'] / b['macs']:.2f}x the MACs (paper: {paper_macs:.2f}x); seed spread up to "
+               f"{100 * max(a['std'], b['std']):.2f} points.")
+    for k, p in pts.items():
+        p["series"] = entries[k][0] if k in entries else k
+    accuracy_plot(list(pts.values()), result.out / "top1_vs_macs.png", f"{title} ({result.size})")
+    write_markdown(result.out / "table.md", title, [("Paper | ours", table), ("Accuracy gap", gap)])

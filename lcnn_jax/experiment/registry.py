@@ -10,6 +10,7 @@ An experiment folder holds
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 from pathlib import Path
 from types import ModuleType
@@ -45,33 +46,39 @@ class Experiment:
         return files
 
     def analysis(self) -> ModuleType:
-        """The experiment's analysis.py, imported from its folder."""
-        return _load(self.folder / "analysis.py", f"lcnn_experiment_{self.name}")
+        """The experiment's analysis.py, imported from its folder (once per process)."""
+        return _load(self.folder / "analysis.py")
 
 
-def _load(path: Path, module_name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(module_name, path)
+@functools.cache
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"lcnn_experiment_{path.parent.name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def _experiment(folder: Path) -> Experiment:
+    module = _load(folder / "analysis.py")
+    kind = getattr(module, "KIND", None)
+    if kind not in KINDS:
+        raise ConfigError(f"{folder / 'analysis.py'}: KIND must be one of {', '.join(KINDS)}, got {kind!r}")
+    return Experiment(folder.name, folder, module.TITLE, kind, float(module.SMOKE_MINUTES))
+
+
+def _folders(root: Path | None) -> list[Path]:
+    root = Path(root) if root else default_root()
+    return sorted(p for p in root.iterdir() if (p / "analysis.py").is_file())
+
+
 def list_experiments(root: Path | None = None) -> list[Experiment]:
     """Every experiment under `root` (default: the repository's experiments/), by name."""
-    root = Path(root) if root else default_root()
-    out = []
-    for folder in sorted(p for p in root.iterdir() if (p / "analysis.py").is_file()):
-        module = _load(folder / "analysis.py", f"lcnn_experiment_{folder.name}")
-        kind = getattr(module, "KIND", None)
-        if kind not in KINDS:
-            raise ConfigError(f"{folder / 'analysis.py'}: KIND must be one of {', '.join(KINDS)}, got {kind!r}")
-        out.append(Experiment(folder.name, folder, module.TITLE, kind, float(module.SMOKE_MINUTES)))
-    return out
+    return [_experiment(folder) for folder in _folders(root)]
 
 
 def get_experiment(name: str, root: Path | None = None) -> Experiment:
-    """The experiment called `name`; an unknown name lists the valid ones."""
-    experiments = {e.name: e for e in list_experiments(root)}
-    if name not in experiments:
-        raise unknown_choice("experiment", name, list(experiments))
-    return experiments[name]
+    """The experiment called `name` (only its analysis is imported); an unknown name lists the valid ones."""
+    folders = {f.name: f for f in _folders(root)}
+    if name not in folders:
+        raise unknown_choice("experiment", name, list(folders))
+    return _experiment(folders[name])

@@ -29,23 +29,20 @@ from lcnn_jax.tables import text_table
 class ExperimentResult:
     """What an analysis gets: one row per (run, series) and the folder to write into."""
 
-    name: str
     size: str
     rows: list[dict]
     out: Path
-    workdir: Path
 
 
 def describe(planned: list[Planned]) -> list[dict]:
     """Resolved architecture, counts and training cost of every run, one row per (run, series)."""
     from tqdm import tqdm
 
-    from lcnn_jax.sweep.commands import describe_run
+    from lcnn_jax.sweep.results import describe_run
 
     rows = []
     for p in tqdm(planned, desc="resolving runs", unit="run", file=sys.stderr, leave=False):
         d = describe_run(p.run)
-        d["model"] = p.run.config.model.name
         d["train_flops"] = training_flops(p.run.config, d["macs"])
         rows.extend(dict(d, series=s) for s in p.series)
     return rows
@@ -54,7 +51,7 @@ def describe(planned: list[Planned]) -> list[dict]:
 def print_plan(experiment: Experiment, size: str, planned: list[Planned], device_tflops: float, as_json: bool) -> None:
     """The runs, their MACs and multipliers, and the device-hours the plan would take."""
     rows = describe(planned)
-    unique = {r["run_id"]: r for r in rows}.values()
+    unique = {r["run_id"]: r for r in rows}.values()  # a run in two series is one run
     known = [r["train_flops"] for r in unique if r["train_flops"] is not None]
     hours = sum(known) / (device_tflops * 1e12) / 3600 if experiment.kind == "train" else 0.0
     if as_json:
@@ -90,11 +87,13 @@ def run_experiment(
     tables come out in seconds (accuracy columns empty), in results_root/NAME/SIZE-counts.
     """
     from lcnn_jax.sweep.results import collect
-    from lcnn_jax.sweep.runner import run_sweep
+    from lcnn_jax.sweep.runner import run_state, run_sweep
 
     t0 = time.time()
     planned = experiment_runs(experiment, size, workdir)
-    if experiment.kind == "train" and not counts_only:
+    trains = experiment.kind == "train" and not counts_only
+    if trains:
+        done_before = sum(run_state(p.run.workdir) in ("completed", "diverged") for p in planned)
         run_sweep([p.run for p in planned], workdir, workers=workers, executor=executor, max_retries=max_retries)
         results = {r["run_id"]: r for r in collect([p.run for p in planned], workdir / "results.csv")}
         rows = [dict(results[p.run.run_id], series=s) for p in planned for s in p.series]
@@ -104,16 +103,19 @@ def run_experiment(
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{size}.", dir=final.parent))
     try:
-        experiment.analysis().analyze(ExperimentResult(experiment.name, size, rows, scratch, workdir))
+        experiment.analysis().analyze(ExperimentResult(size, rows, scratch))
         wall = time.time() - t0
-        train_s = sum(float(r.get("wall_s") or 0) for r in {r["run_id"]: r for r in rows}.values())
+        if trains:
+            train_s = sum(float(r.get("wall_s") or 0) for r in {r["run_id"]: r for r in rows}.values())
+            what = (f"{len(planned)} runs, {len(planned) - done_before} trained now ({done_before} were complete); "
+                    f"all runs took {train_s / 60:.1f} min of worker time")
+        else:
+            what = f"{len(planned)} configurations, no training"
         (scratch / "command.txt").write_text(
             f"{command_line(argv)}\n"
             f"# {datetime.date.today().isoformat()}, {platform.node() or 'host'}: {os.cpu_count()} CPUs, {platform.machine()}, "
             f"python {platform.python_version()}\n"
-            f"# wall time {wall / 60:.1f} min for {len(planned)} "
-            + (f"runs; the runs themselves took {train_s / 60:.1f} min of worker time (a rerun reuses completed runs)\n"
-               if experiment.kind == "train" and not counts_only else "configurations (no training)\n"))
+            f"# wall time {wall / 60:.1f} min: {what}\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(scratch, final)

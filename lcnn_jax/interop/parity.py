@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lcnn_jax.interop.pretrained import load_pretrained
@@ -85,18 +84,24 @@ def random_timm_model(timm_name: str, resolution: int, seed: int = 0):
 
 
 def check_parity(
-    timm_name: str, resolution: int, workdir: str | Path, batch: int = 2, seed: int = 0, float64_reference: bool = False
+    timm_name: str, resolution: int, workdir: str | Path, batch: int | None = None, seed: int = 0,
+    float64_reference: bool = False,
 ) -> ParityResult:
-    """Compare lcnn with timm for `timm_name` at one resolution; files go to `workdir`.
+    """Compare lcnn with timm for `timm_name` at one resolution; files go to a new folder in `workdir`.
 
-    With `float64_reference`, also reports how far timm's float32 logits are from its own
-    float64 ones: the floor any float32 implementation can reach on this random model.
+    `batch` defaults to 2 images, 1 above 300 px. With `float64_reference`, also reports how far
+    timm's float32 logits are from its own float64 ones: the floor any float32 implementation
+    can reach on this random model.
     """
     import torch
 
     from lcnn_jax.net import Net
 
-    workdir = Path(workdir)
+    if batch is None:
+        batch = 1 if resolution > 300 else 2
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    # A fresh folder per check: reruns into the same --workdir never meet an earlier conversion.
+    workdir = Path(tempfile.mkdtemp(prefix=f"{timm_name}-{resolution}-", dir=workdir))
     reference = random_timm_model(timm_name, resolution, seed)
     checkpoint = workdir / f"{timm_name}-{resolution}.pth"
     torch.save(reference.state_dict(), checkpoint)
@@ -136,7 +141,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.models.split(","):
             for r in parity_resolutions(name):
-                res = check_parity(name, r, a.workdir or tmp, batch=1 if r > 300 else 2, float64_reference=True)
+                res = check_parity(name, r, a.workdir or tmp, float64_reference=True)
                 rows.append((name, TIMM_MODELS[name].preset, r, f"{res.rel_diff:.2e}", f"{res.timm_float64_gap:.2e}",
                              f"{res.max_abs_logit:.3g}"))
                 print(*rows[-1], flush=True)

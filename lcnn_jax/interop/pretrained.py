@@ -63,10 +63,9 @@ def save_pretrained(outdir: str | Path, record: dict[str, Any], variables: dict)
 
 def load_pretrained(path: str | Path) -> tuple[NetSpec, dict]:
     """(spec, variables) of a directory written by `save_pretrained` (e.g. `lcnn convert`)."""
-    import jax
     import orbax.checkpoint as ocp
 
-    from lcnn_jax.net import Net
+    from lcnn_jax.net import abstract_variables
 
     path = Path(path).absolute()
     meta = path / "model.json"
@@ -76,8 +75,6 @@ def load_pretrained(path: str | Path) -> tuple[NetSpec, dict]:
     if record.get("format") != FORMAT:
         raise ConfigError(f"{str(meta)!r} has format {record.get('format')!r}, expected {FORMAT!r}")
     spec = spec_from_record(record)
-    x = jax.ShapeDtypeStruct((1, spec.resolution, spec.resolution, spec.in_channels), jax.numpy.float32)
-    abstract = jax.eval_shape(lambda: Net(spec).init(jax.random.key(0), x))
     with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(path / "variables", abstract)
+        variables = ckptr.restore(path / "variables", abstract_variables(spec))
     return spec, variables

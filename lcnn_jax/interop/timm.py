@@ -50,11 +50,16 @@ KeyMap = dict[str, tuple[str, tuple[str, ...], str]]
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 
-def timm_spec(timm_name: str, num_classes: int = 1000) -> NetSpec:
-    """The lcnn spec equivalent to timm model `timm_name`."""
+def _timm_model(timm_name: str) -> TimmModel:
+    """The mapping of a supported timm model name; an unknown name is a ConfigError."""
     if timm_name not in TIMM_MODELS:
         raise unknown_choice("timm model", timm_name, sorted(TIMM_MODELS))
-    t = TIMM_MODELS[timm_name]
+    return TIMM_MODELS[timm_name]
+
+
+def timm_spec(timm_name: str, num_classes: int = 1000) -> NetSpec:
+    """The lcnn spec equivalent to timm model `timm_name`."""
+    t = _timm_model(timm_name)
     spec = get_spec(t.preset, width=t.width, num_classes=num_classes, padding=t.padding)
     return spec.replace(bn=t.bn())
 
@@ -140,7 +145,7 @@ def _listing(names: list[str], limit: int = 5) -> str:
 
 def convert(spec: NetSpec, state_dict: Mapping[str, Any]) -> dict:
     """Flax {'params', 'batch_stats'} for `spec` from a timm state_dict; checks every tensor."""
-    from lcnn_jax.net import Net
+    from lcnn_jax.net import abstract_variables
 
     keys = key_map(spec)
     given = {k for k in state_dict if not k.endswith(_IGNORED_SUFFIXES)}
@@ -150,8 +155,7 @@ def convert(spec: NetSpec, state_dict: Mapping[str, Any]) -> dict:
         raise ConfigError(f"checkpoint lacks {len(missing)} tensor(s) {spec.name} needs: {_listing(missing)}")
     if extra:
         raise ConfigError(f"checkpoint has {len(extra)} tensor(s) {spec.name} does not use: {_listing(extra)}")
-    x = jax.ShapeDtypeStruct((1, spec.resolution, spec.resolution, spec.in_channels), np.float32)
-    abstract = jax.eval_shape(lambda: Net(spec).init(jax.random.key(0), x))
+    abstract = abstract_variables(spec)
     variables: dict = {"params": {}, "batch_stats": {}}
     for torch_key, (collection, path, layout) in keys.items():
         node = abstract[collection]
@@ -197,13 +201,11 @@ def convert_checkpoint(timm_name: str, checkpoint: str, outdir: str) -> dict[str
     from lcnn_jax.interop.pretrained import save_pretrained, spec_record
     from lcnn_jax.interop.torch_files import load_state_dict
 
-    if timm_name not in TIMM_MODELS:
-        raise unknown_choice("timm model", timm_name, sorted(TIMM_MODELS))
+    t = _timm_model(timm_name)
     state_dict = load_state_dict(checkpoint)
     model, variables = from_timm(timm_name, state_dict)
-    t = TIMM_MODELS[timm_name]
     record = spec_record(model.spec, t.preset, t.padding, framework="timm", timm_name=timm_name, checkpoint=str(checkpoint))
     path = save_pretrained(outdir, record, variables)
     n_params = sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(variables["params"]))
     return dict(outdir=str(path), preset=t.preset, width=model.spec.width, num_classes=model.spec.num_classes,
-                tensors=len(key_map(model.spec)), params=n_params)
+                tensors=len(jax.tree_util.tree_leaves(variables)), params=n_params)

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 from pathlib import Path
 
-from lcnn_jax.config import to_dict
-from lcnn_jax.count import count_spec
-from lcnn_jax.resolve import dataset_num_classes, resolve_model
-from lcnn_jax.sweep import report as report_mod
-from lcnn_jax.sweep.results import collect, read_results
-from lcnn_jax.sweep.runner import Run, plan, run_state, run_sweep, sweep_dir
+from lcnn_jax.sweep.results import collect, describe_run, row
+from lcnn_jax.sweep.runner import Run, plan, run_sweep, runs_for, sweep_dir
 from lcnn_jax.sweep.sweepfile import SweepFile, load_sweep
 from lcnn_jax.tables import text_table
-
-
-def describe_run(run: Run) -> dict:
-    """A run's resolved model without training: realised MACs, params and multipliers."""
-    spec, scaling = resolve_model(run.config, dataset_num_classes(run.config.data))
-    counts = count_spec(spec)
-    return dict(run_id=run.run_id, strategy=run.config.scaling.strategy, target=run.config.scaling.target,
-                seed=run.config.train.seed, macs=counts.macs, params=counts.params, activations=counts.activations,
-                depth=spec.depth, width=spec.width, resolution=spec.resolution,
-                realised_ratio=scaling.get("realised_ratio", 1.0), within_tolerance=scaling.get("within_tolerance", True),
-                scaling_note=scaling.get("scaling_note", ""), config=to_dict(run.config))
 
 
 def dry_run(runs: list[Run], as_json: bool) -> None:
@@ -38,7 +24,9 @@ def dry_run(runs: list[Run], as_json: bool) -> None:
     table = [(r["run_id"], r["strategy"], f"{r['target']:g}", r["seed"], f"{r['realised_ratio']:.3f}",
               f"{r['depth']:.3f}", f"{r['width']:.3f}", r["resolution"], f"{r['macs']:,}", f"{r['params']:,}",
               "yes" if r["within_tolerance"] else "NO") for r in rows]
-    print(text_table(("run", "strategy", "target", "seed", "realised", "depth", "width", "res", "MACs", "params", "within 5%"),
+    tolerances = {r.config.scaling.tolerance for r in runs}
+    within = f"within {100 * tolerances.pop():g}%" if len(tolerances) == 1 else "within tolerance"
+    print(text_table(("run", "strategy", "target", "seed", "realised", "depth", "width", "res", "MACs", "params", within),
                      table, right=(False, False, True, True, True, True, True, True, True, True, False)))
     for r in rows:
         if r["scaling_note"]:
@@ -47,9 +35,11 @@ def dry_run(runs: list[Run], as_json: bool) -> None:
 
 def write_outputs(sweep: SweepFile, runs: list[Run], out: Path) -> Path:
     """results.csv and the report for the runs so far; returns report.html."""
+    from lcnn_jax.sweep.report import write_report
+
     rows = collect(runs, out / "results.csv")
     metric = sweep.metric.split("/")[-1]
-    return report_mod.write_report(rows, out / "report", sweep.name, metric=metric, wandb_cfg=runs[0].config.wandb)
+    return write_report(rows, out / "report", sweep.name, metric=metric, wandb_cfg=runs[0].config.wandb)
 
 
 def cmd_run(args) -> int:
@@ -64,7 +54,7 @@ def cmd_run(args) -> int:
     states = run_sweep(runs, out, workers=args.workers, executor=args.executor, max_retries=args.max_retries,
                        gpus_per_worker=args.gpus_per_worker, slurm=slurm)
     page = write_outputs(sweep, runs, out)
-    counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}
+    counts = dict(collections.Counter(states.values()))
     summary = dict(sweep=sweep.name, runs=len(runs), states=counts, results=str(out / "results.csv"), report=str(page))
     print(json.dumps(summary) if args.json else f"{sweep.name}: {counts}; results {out / 'results.csv'}; report {page}")
     return 0 if counts.get("failed", 0) == 0 else 1
@@ -74,13 +64,8 @@ def cmd_status(args) -> int:
     """A table of the sweep's runs by state."""
     sweep = load_sweep(args.file)
     out = sweep_dir(sweep, args.out)
-    runs = plan(sweep, out)
-    rows = []
-    for r in runs:
-        state = run_state(r.workdir)
-        summary = json.loads((r.workdir / "summary.json").read_text()) if (r.workdir / "summary.json").exists() else {}
-        rows.append(dict(run_id=r.run_id, state=state, strategy=r.config.scaling.strategy, target=r.config.scaling.target,
-                         seed=r.config.train.seed, ema_top1=summary.get("ema_top1")))
+    keys = ("run_id", "state", "strategy", "target", "seed", "ema_top1")
+    rows = [{k: r.get(k) for k in keys} for r in map(row, plan(sweep, out))]
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -90,8 +75,8 @@ def cmd_status(args) -> int:
                      [(r["run_id"], r["state"], r["strategy"], f"{r['target']:g}", r["seed"],
                        f"{100 * r['ema_top1']:.2f}" if r["ema_top1"] is not None else "") for r in rows],
                      right=(False, False, False, True, True, True)))
-    counts = {s: sum(r["state"] == s for r in rows) for s in order if any(r["state"] == s for r in rows)}
-    print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    counts = collections.Counter(r["state"] for r in rows)
+    print(", ".join(f"{counts[s]} {s}" for s in order if counts[s]))
     return 0
 
 
@@ -118,7 +103,7 @@ def cmd_wandb(args) -> int:
 
 def cmd_search(args) -> int:
     """STEP 1 (grid at phi=1, ranked), then STEP 2 (scale with the winner), then the report."""
-    from lcnn_jax.config import run_id
+    from lcnn_jax.scaling import Coefficients
     from lcnn_jax.sweep import search
     from lcnn_jax.tables import markdown_table
 
@@ -128,33 +113,26 @@ def cmd_search(args) -> int:
     step1, rejected = search.step1_configs(sweep, args.constraint_tolerance)
     for a, b, g, why in rejected:
         print(f"rejected alpha={a} beta={b} gamma={g}: {why}", file=sys.stderr)
-    runs1 = [Run(run_id(c), c, out / "runs" / run_id(c)) for c in step1]
+    runs1 = runs_for(step1, out)
     run_sweep(runs1, out, workers=args.workers, executor=args.executor, max_retries=args.max_retries)
     metric = sweep.metric.split("/")[-1]
-    scored = []
-    for r in runs1:
-        summary = r.workdir / "summary.json"
-        if summary.exists():
-            s = json.loads(summary.read_text())
-            if s.get("status") == "completed":
-                scored.append((r.config, s[metric]))
+    scored = [(r.config, rw[metric]) for r, rw in zip(runs1, map(row, runs1)) if rw["state"] == "completed"]
     ranking = search.rank(scored, sweep.goal)
     if not ranking:
         print("no STEP 1 run completed", file=sys.stderr)
         return 1
     best = ranking[0]
     table = markdown_table(("alpha", "beta", "gamma", "a*b^2*g^2", f"{metric} mean ± std", "seeds"),
-                           [(r["alpha"], r["beta"], f"{r['gamma']:.4f}", f"{r['alpha'] * r['beta'] ** 2 * r['gamma'] ** 2:.3f}",
+                           [(r["alpha"], r["beta"], f"{r['gamma']:.4f}",
+                             f"{Coefficients(r['alpha'], r['beta'], r['gamma']).flops_growth:.3f}",
                              f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}", r["n"]) for r in ranking],
                            right=(True,) * 6)
     (out / "search_ranking.md").write_text(table + "\n")
     print(table)
     print(f"chosen: alpha={best['alpha']} beta={best['beta']} gamma={best['gamma']:.4f}")
-    step2 = search.step2_configs(step1, best, phis)
-    runs2 = [Run(run_id(c), c, out / "runs" / run_id(c)) for c in step2]
+    runs2 = runs_for(search.step2_configs(step1, best, phis), out)
     run_sweep(runs2, out, workers=args.workers, executor=args.executor, max_retries=args.max_retries)
-    # STEP 2 at phi=1 is the winner's STEP 1 run (same config, same id): list it once.
-    unique = list({r.run_id: r for r in runs1 + runs2}.values())
-    page = write_outputs(sweep, unique, out)
+    # STEP 2 at phi=1 is the winner's STEP 1 run (same config, same id): runs_for lists it once.
+    page = write_outputs(sweep, runs_for([r.config for r in runs1 + runs2], out), out)
     print(f"report: {page}")
     return 0

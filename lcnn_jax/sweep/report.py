@@ -13,10 +13,16 @@ import math
 import statistics
 from pathlib import Path
 
+from lcnn_jax.config import STRATEGIES
 from lcnn_jax.plots import STYLE, curves_plot, pyplot
-from lcnn_jax.tables import markdown_table
+from lcnn_jax.tables import html_table, markdown_table
 
-STRATEGY_ORDER = ("none", "depth", "width", "resolution", "compound", "fast_compound")
+# Strategies in table and legend order: the unscaled base first.
+STRATEGY_ORDER = ("none",) + STRATEGIES
+# What identifies a point of a sweep: everything but the seed. A search's candidates differ only
+# in their coefficients and its scale-up only in phi, so those are part of it.
+GROUP_KEYS = ("strategy", "target", "phi", "alpha", "beta", "gamma")
+AVERAGED = ("macs", "params", "activations", "eval_latency_ms", "train_img_per_s", "wall_s", "realised_ratio")
 
 
 def finished(rows: list[dict], metric: str) -> list[dict]:
@@ -24,24 +30,62 @@ def finished(rows: list[dict], metric: str) -> list[dict]:
     return [r for r in rows if r.get("state") == "completed" and r.get(metric) is not None]
 
 
-def aggregate(rows: list[dict], metric: str = "ema_top1") -> list[dict]:
-    """Mean and std over seeds of each (strategy, target) group, with its mean MACs/params/latency."""
+def seed_average(rows: list[dict], metric: str, keys: tuple[str, ...]) -> list[dict]:
+    """One point per distinct `keys`: metric mean/std/n over completed seeds, means of AVERAGED.
+
+    Groups whose runs all diverged are kept with mean None and their `diverged` count, so a
+    table can say so instead of silently dropping them.
+    """
     groups: dict[tuple, list[dict]] = collections.defaultdict(list)
-    for r in finished(rows, metric):
-        groups[(r["strategy"], float(r["target"]))].append(r)
+    for r in rows:
+        if r.get("state", "completed") in ("completed", "diverged"):
+            groups[tuple(r.get(k) for k in keys)].append(r)
     out = []
-    for (strategy, target), rs in groups.items():
-        vals = [float(r[metric]) for r in rs]
+    for key, rs in groups.items():
+        values = [float(r[metric]) for r in rs if r.get("state", "completed") == "completed" and r.get(metric) is not None]
+        point = dict(zip(keys, key), n=len(values), diverged=sum(r.get("state") == "diverged" for r in rs),
+                     mean=statistics.fmean(values) if values else None,
+                     std=statistics.stdev(values) if len(values) > 1 else 0.0)
+        for k in AVERAGED:
+            xs = [float(r[k]) for r in rs if r.get(k) is not None]
+            point[k] = statistics.fmean(xs) if xs else None
+        out.append(point)
+    return out
 
-        def mean(key):
-            xs = [float(r[key]) for r in rs if r.get(key) is not None]
-            return statistics.fmean(xs) if xs else None
 
-        out.append(dict(strategy=strategy, target=target, n=len(rs), mean=statistics.fmean(vals),
-                        std=statistics.stdev(vals) if len(vals) > 1 else 0.0, macs=mean("macs"),
-                        params=mean("params"), latency=mean("eval_latency_ms"), ratio=mean("realised_ratio")))
+def aggregate(rows: list[dict], metric: str = "ema_top1") -> list[dict]:
+    """Seed-averaged points of a sweep by strategy and target (and phi/coefficients), each with a series label."""
+    groups = seed_average(rows, metric, GROUP_KEYS)
+    coefficient_sets = collections.defaultdict(set)
+    for g in groups:
+        coefficient_sets[g["strategy"]].add((g["alpha"], g["beta"], g["gamma"]))
+    for g in groups:
+        # Several coefficient sets of one strategy (a search's candidates) are separate curves.
+        several = len(coefficient_sets[g["strategy"]]) > 1
+        g["series"] = (f"{g['strategy']} α={g['alpha']:g} β={g['beta']:g} γ={g['gamma']:.3f}" if several
+                       else g["strategy"])
     rank = {s: i for i, s in enumerate(STRATEGY_ORDER)}
-    return sorted(out, key=lambda g: (rank.get(g["strategy"], 99), g["target"]))
+    return sorted(groups, key=lambda g: (rank.get(g["strategy"], 99), g["series"], g["phi"] or 0.0, g["target"]))
+
+
+def is_base(g: dict) -> bool:
+    """Whether a point is the unscaled base (strategy none; target 1 resolves to it)."""
+    return g["strategy"] == "none"
+
+
+def strategy_curves(groups: list[dict]) -> dict[str, list[dict]]:
+    """Curves by series; every scaled curve starts at the shared base point."""
+    base = [g for g in groups if is_base(g) and g["mean"] is not None]
+    curves: dict[str, list[dict]] = {}
+    for g in groups:
+        if g["mean"] is not None and not is_base(g):
+            curves.setdefault(g["series"], list(base)).append(g)
+    return curves or ({"none": base} if base else {})
+
+
+def target_label(g: dict) -> str:
+    """'2' for a MACs target, 'φ=1' for a compound run scaled by phi."""
+    return f"φ={g['phi']:g}" if g.get("phi") is not None else f"{g['target']:g}"
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -54,13 +98,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def _plot(groups: list[dict], x: str, xlabel: str, path: Path, metric: str, base: dict | None, title: str) -> Path | None:
-    curves: dict[str, list[dict]] = {}
-    for g in groups:
-        curves.setdefault(g["strategy"], []).append(g)
-    if base:  # every curve starts at the shared base model
-        curves = {k: v if k == "none" else [base] + v for k, v in curves.items()}
-    return curves_plot(curves, x, xlabel, f"{metric} (%)", path, f"{title}: mean ± std over seeds", logx=x == "macs")
+def _plot(groups: list[dict], x: str, xlabel: str, path: Path, metric: str, title: str) -> Path | None:
+    return curves_plot(strategy_curves(groups), x, xlabel, f"{metric} (%)", path, f"{title}: mean ± std over seeds",
+                       logx=x == "macs")
 
 
 def _pareto_plot(rows: list[dict], metric: str, path: Path, title: str) -> Path | None:
@@ -89,31 +129,39 @@ def _pareto_plot(rows: list[dict], metric: str, path: Path, title: str) -> Path 
     return path
 
 
+TABLE_HEADERS = ("strategy", "target", "realised", "MACs", "params", "mean ± std (%)", "seeds")
+
+
+def table_rows(groups: list[dict]) -> list[tuple]:
+    """strategy x target rows: realised MACs multiple, MACs, params, metric mean +- std over seeds."""
+    return [(g["series"], target_label(g), f"{g['realised_ratio'] or 1:.3f}", f"{g['macs'] / 1e6:.2f}M",
+             f"{g['params'] / 1e6:.3f}M",
+             f"{100 * g['mean']:.2f} ± {100 * g['std']:.2f}" if g["mean"] is not None else f"diverged ({g['diverged']} runs)",
+             g["n"]) for g in groups]
+
+
 def table(groups: list[dict], metric: str) -> str:
-    """Markdown: strategy x target with mean +- std over seeds, realised MACs multiple, MACs, params."""
-    rows = [(g["strategy"], f"{g['target']:g}", f"{g['ratio']:.3f}" if g["ratio"] else "1.000", f"{g['macs'] / 1e6:.2f}M",
-             f"{g['params'] / 1e6:.3f}M", f"{100 * g['mean']:.2f} ± {100 * g['std']:.2f}", g["n"]) for g in groups]
-    headers = ("strategy", "target", "realised", "MACs", "params", f"{metric} % (mean ± std)", "seeds")
-    return markdown_table(headers, rows, right=(False, True, True, True, True, True, True))
+    """Markdown: strategy x target with mean +- std of `metric` over seeds."""
+    headers = TABLE_HEADERS[:5] + (f"{metric} % (mean ± std)", "seeds")
+    return markdown_table(headers, table_rows(groups), right=(False,) + (True,) * 6)
 
 
 def write_report(rows: list[dict], out: Path, title: str, metric: str = "ema_top1", wandb_cfg=None) -> Path:
     """Write the PNGs, table.md and report.html into `out`; mirror them to wandb; return report.html."""
     out.mkdir(parents=True, exist_ok=True)
     groups = aggregate(rows, metric)
-    base = next((g for g in groups if g["strategy"] == "none" or g["target"] == 1.0), None)
     plots = {
-        "Top-1 against MACs (EfficientNet Fig. 8 style)": _plot(groups, "macs", "MACs per image (log)", out / "top1_vs_macs.png", metric, base, title),
-        "Top-1 against params": _plot(groups, "params", "parameters", out / "top1_vs_params.png", metric, base, title),
-        "Top-1 against measured latency": _plot(groups, "latency", "eval latency, batch 1 (ms)", out / "top1_vs_latency.png", metric, base, title),
+        "Top-1 against MACs (EfficientNet Fig. 8 style)": _plot(groups, "macs", "MACs per image (log)", out / "top1_vs_macs.png", metric, title),
+        "Top-1 against params": _plot(groups, "params", "parameters", out / "top1_vs_params.png", metric, title),
+        "Top-1 against measured latency": _plot(groups, "eval_latency_ms", "eval latency, batch 1 (ms)", out / "top1_vs_latency.png", metric, title),
         "Pareto front (every run)": _pareto_plot(rows, metric, out / "pareto.png", title),
     }
-    md = table(groups, metric)
-    (out / "table.md").write_text(md + "\n")
+    (out / "table.md").write_text(table(groups, metric) + "\n")
     states = collections.Counter(r.get("state") for r in rows)
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + "</p>",
-             "<h2>Mean ± std over seeds</h2>", _html_table(groups, metric)]
+             "<h2>Mean ± std over seeds</h2>",
+             html_table(TABLE_HEADERS[:5] + (f"{metric} % (mean ± std)", "seeds"), table_rows(groups))]
     for caption, png in plots.items():
         if png is not None:
             data = base64.b64encode(png.read_bytes()).decode()
@@ -128,24 +176,14 @@ def write_report(rows: list[dict], out: Path, title: str, metric: str = "ema_top
     return page
 
 
-def _html_table(groups: list[dict], metric: str) -> str:
-    head = "<tr><th>strategy</th><th>target</th><th>realised</th><th>MACs</th><th>params</th><th>%s (%%)</th><th>seeds</th></tr>" % html.escape(metric)
-    body = "".join(
-        f"<tr><td style='text-align:left'>{html.escape(g['strategy'])}</td><td>{g['target']:g}</td>"
-        f"<td>{(g['ratio'] or 1):.3f}</td><td>{g['macs'] / 1e6:.2f}M</td><td>{g['params'] / 1e6:.3f}M</td>"
-        f"<td>{100 * g['mean']:.2f} ± {100 * g['std']:.2f}</td><td>{g['n']}</td></tr>"
-        for g in groups
-    )
-    return f"<table>{head}{body}</table>"
-
-
 def _to_wandb(cfg, out: Path, title: str, groups: list[dict], plots: dict, metric: str) -> None:
     import wandb
 
     run = wandb.init(project=cfg.project, entity=cfg.entity, group=title, job_type="report", name=f"{title}-report",
                      dir=str(out), mode=cfg.mode, settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
-    columns = ["strategy", "target", "realised", "macs", "params", f"{metric}_mean", f"{metric}_std", "seeds"]
-    data = [[g["strategy"], g["target"], g["ratio"], g["macs"], g["params"], g["mean"], g["std"], g["n"]] for g in groups]
+    columns = ["series", "strategy", "target", "phi", "realised", "macs", "params", f"{metric}_mean", f"{metric}_std", "seeds"]
+    data = [[g["series"], g["strategy"], g["target"], g["phi"], g["realised_ratio"], g["macs"], g["params"], g["mean"],
+             g["std"], g["n"]] for g in groups]
     run.log({"report/table": wandb.Table(columns=columns, data=data),
              **{f"report/{p.stem}": wandb.Image(str(p)) for p in plots.values() if p is not None}})
     run.finish()

@@ -1,48 +1,59 @@
-"""results.csv: one row per run of a sweep, from its config.json and summary.json."""
+"""A run's row: its config, summary.json and state; results.csv is one row per run of a sweep."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 
-from lcnn_jax.config import to_dict
-from lcnn_jax.sweep.runner import Run, load_run, run_state
+from lcnn_jax.atomic import write_text_atomic
+from lcnn_jax.config import flatten, to_dict
+from lcnn_jax.sweep.runner import Run, read_summary, run_state
 
 # Summary fields in results.csv, in this order, before the flattened config.
 COLUMNS = (
-    "run_id", "state", "status", "model", "strategy", "target", "seed", "realised_ratio", "macs_error",
-    "within_tolerance", "depth", "width", "resolution", "knob", "macs", "params", "activations",
-    "eval_latency_ms", "train_img_per_s", "compile_s", "top1", "ema_top1", "top5", "ema_top5", "loss",
+    "run_id", "state", "status", "model", "strategy", "target", "phi", "alpha", "beta", "gamma", "seed",
+    "realised_ratio", "macs_error", "within_tolerance", "depth", "width", "resolution", "knob", "macs", "params",
+    "activations", "eval_latency_ms", "train_img_per_s", "compile_s", "top1", "ema_top1", "top5", "ema_top5", "loss",
     "wall_s", "scaling_note",
 )
+# Fields of the scaling record (see lcnn_jax.resolve) copied into a row.
+SCALING_FIELDS = ("realised_ratio", "macs_error", "within_tolerance", "knob", "scaling_note", "phi", "alpha", "beta", "gamma")
 
 
-def _flatten(tree: dict, prefix: str = "config.") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _identity(run: Run) -> dict:
+    s = run.config.scaling
+    return {"run_id": run.run_id, "seed": run.config.train.seed, "model": run.config.model.name, "strategy": s.strategy,
+            "target": s.target, "phi": s.phi, "alpha": s.alpha, "beta": s.beta, "gamma": s.gamma}
 
 
 def row(run: Run) -> dict:
-    """The results.csv row of one run (state only, if it has not written a summary yet)."""
-    r = {"run_id": run.run_id, "state": run_state(run.workdir), "seed": run.config.train.seed,
-         "model": run.config.model.name, "strategy": run.config.scaling.strategy, "target": run.config.scaling.target}
-    summary = load_run(run.workdir)[1] if (run.workdir / "config.json").exists() else None
+    """The results.csv row of one run (identity and state only, if it has not written a summary yet)."""
+    summary = read_summary(run.workdir)
+    r = _identity(run)
+    r["state"] = run_state(run.workdir, summary)
     if summary:
+        r.update({k: summary[k] for k in COLUMNS if k in summary})
         scaling = summary.get("scaling") or {}
-        r.update({k: summary.get(k) for k in COLUMNS if k in summary})
-        r.update({k: scaling.get(k) for k in ("realised_ratio", "macs_error", "within_tolerance", "knob", "scaling_note")})
+        r.update({k: scaling[k] for k in SCALING_FIELDS if k in scaling})
         latency = summary.get("eval_latency_ms")
         r["eval_latency_ms"] = latency.get("p50") if isinstance(latency, dict) else None
-        r["depth"], r["width"], r["resolution"] = summary.get("depth"), summary.get("width"), summary.get("resolution")
-    r.update(_flatten(to_dict(run.config)))
+    r.update(flatten(to_dict(run.config), "config."))
+    return r
+
+
+def describe_run(run: Run) -> dict:
+    """A run's row without training: its resolved model's realised MACs, params and multipliers."""
+    from lcnn_jax.resolve import dataset_num_classes, resolve_model
+    from lcnn_jax.scaling import counts
+
+    spec, scaling = resolve_model(run.config, dataset_num_classes(run.config.data))
+    c = counts(spec)
+    r = _identity(run)
+    r.update(macs=c.macs, params=c.params, activations=c.activations, depth=spec.depth, width=spec.width,
+             resolution=spec.resolution, realised_ratio=1.0, within_tolerance=True, scaling_note="")
+    r.update({k: scaling[k] for k in SCALING_FIELDS if k in scaling})
+    r["config"] = to_dict(run.config)
     return r
 
 
@@ -55,10 +66,7 @@ def collect(runs: list[Run], path: Path) -> list[dict]:
     writer.writeheader()
     writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".results.", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, buf.getvalue())
     return rows
 
 

@@ -28,9 +28,6 @@ from lcnn_jax.config import Config, from_json, run_id, to_dict
 from lcnn_jax.errors import ConfigError
 from lcnn_jax.sweep.sweepfile import SweepFile, run_configs
 
-STATES = ("completed", "diverged", "running", "failed", "pending")
-
-
 @dataclasses.dataclass(frozen=True)
 class Run:
     """One run of a sweep: its id, resolved config and directory."""
@@ -45,13 +42,18 @@ def sweep_dir(sweep: SweepFile, out: str | Path | None = None) -> Path:
     return Path(out) if out else Path("workdirs") / "sweeps" / sweep.name
 
 
-def plan(sweep: SweepFile, out: Path, extra: tuple[str, ...] = ()) -> list[Run]:
-    """Every distinct run of the sweep (a config listed twice runs once)."""
+def runs_for(configs, out: Path) -> list[Run]:
+    """The distinct runs of `configs` in first-seen order (a config listed twice runs once)."""
     seen: dict[str, Run] = {}
-    for config in run_configs(sweep, extra):
+    for config in configs:
         rid = run_id(config)
         seen.setdefault(rid, Run(rid, config, out / "runs" / rid))
     return list(seen.values())
+
+
+def plan(sweep: SweepFile, out: Path, extra: tuple[str, ...] = ()) -> list[Run]:
+    """Every distinct run of the sweep."""
+    return runs_for(run_configs(sweep, extra), out)
 
 
 @contextlib.contextmanager
@@ -76,13 +78,20 @@ def attempts(workdir: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def run_state(workdir: Path) -> str:
-    """One of STATES, read from the run directory."""
-    summary = workdir / "summary.json"
-    if summary.exists():
-        status = json.loads(summary.read_text()).get("status")
-        if status in ("completed", "diverged"):
-            return status
+def read_summary(workdir: Path) -> dict | None:
+    """The run's summary.json, or None before it has written one."""
+    path = workdir / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_state(workdir: Path, summary: dict | None = None) -> str:
+    """completed / diverged (final, from summary.json), running (locked), failed (started before) or pending.
+
+    Pass `summary` when it has been read already.
+    """
+    summary = summary if summary is not None else read_summary(workdir)
+    if summary and summary.get("status") in ("completed", "diverged"):
+        return summary["status"]
     if workdir.exists():
         with run_lock(workdir) as free:
             if not free:
@@ -111,7 +120,7 @@ def execute(config_json: str, workdir: str, cores: list[int] | None, gpus: list[
         try:
             summary = train_and_evaluate(from_json(config_json), path)
         except Diverged:
-            summary = json.loads((path / "summary.json").read_text())
+            summary = read_summary(path)
     return {k: summary.get(k) for k in ("status", "top1", "ema_top1", "wall_s")}
 
 
@@ -208,10 +217,3 @@ def run_sweep(
     finally:
         bar.close()
     return {r.run_id: run_state(r.workdir) for r in runs}
-
-
-def load_run(workdir: Path) -> tuple[Config, dict | None]:
-    """The config and (if written) summary of a run directory."""
-    config = from_json((workdir / "config.json").read_text())
-    summary = json.loads((workdir / "summary.json").read_text()) if (workdir / "summary.json").exists() else None
-    return config, summary

@@ -15,27 +15,13 @@ import itertools
 import math
 import statistics
 
-from lcnn_jax.config import Config, make_config, run_id
+from lcnn_jax.config import Config, ScalingConfig, make_config
 from lcnn_jax.errors import ConfigError
-from lcnn_jax.scaling import derived_gamma
+from lcnn_jax.scaling import Coefficients, derived_gamma
 from lcnn_jax.sweep.sweepfile import SweepFile, as_overrides, assignments
 
 
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """One (alpha, beta, gamma) triple and how far it is from the constraint."""
-
-    alpha: float
-    beta: float
-    gamma: float
-
-    @property
-    def product(self) -> float:
-        """alpha * beta**2 * gamma**2."""
-        return self.alpha * self.beta**2 * self.gamma**2
-
-
-def candidates(alphas, betas, gammas=None, constraint: float = 2.0, tolerance: float = 0.05) -> tuple[list[Candidate], list[tuple]]:
+def candidates(alphas, betas, gammas=None, constraint: float = 2.0, tolerance: float = 0.05) -> tuple[list[Coefficients], list[tuple]]:
     """Admissible candidates and the rejected ones with the reason.
 
     Without `gammas`, gamma is derived to meet the constraint exactly and the pair is rejected
@@ -52,28 +38,32 @@ def candidates(alphas, betas, gammas=None, constraint: float = 2.0, tolerance: f
         if g is None:
             g = derived_gamma(a, b, constraint)
             if g < 1:
-                rejected.append((a, b, g, f"alpha*beta^2 = {a * b * b:.3f} > {constraint:g}: gamma would be < 1"))
+                rejected.append((a, b, g, f"alpha*beta^2 = {Coefficients(a, b, 1.0).flops_growth:.3f} > {constraint:g}: "
+                                          "gamma would be < 1"))
                 continue
-        c = Candidate(a, b, g)
-        if abs(c.product / constraint - 1) > tolerance:
-            rejected.append((a, b, g, f"alpha*beta^2*gamma^2 = {c.product:.3f}, not within {tolerance:.0%} of {constraint:g}"))
+        c = Coefficients(a, b, g)
+        if abs(c.flops_growth / constraint - 1) > tolerance:
+            rejected.append((a, b, g, f"alpha*beta^2*gamma^2 = {c.flops_growth:.3f}, not within {tolerance:.0%} of {constraint:g}"))
             continue
         kept.append(c)
     return kept, rejected
 
 
 def step1_configs(sweep: SweepFile, tolerance: float = 0.05) -> tuple[list[Config], list[tuple]]:
-    """STEP 1 runs: the file's grid with compound scaling at phi=1, inadmissible triples dropped."""
+    """STEP 1 runs: the file's grid with compound scaling at phi=1, inadmissible triples dropped.
+
+    A triple listed twice is one run: the runner's `runs_for` drops repeated configs.
+    """
     rows = assignments(sweep)
     keys = {p.key for p in sweep.parameters}
     for required in ("scaling.alpha", "scaling.beta"):
         if required not in keys:
             raise ConfigError(f"{sweep.path}: a compound search sweeps {required} (values: [...])")
-    configs, rejected, seen = [], [], set()
+    configs, rejected = [], []
     for values in rows:
         values = dict(values, **{"scaling.strategy": "compound", "scaling.phi": 1.0})
         gamma = values.get("scaling.gamma")
-        constraint = values.get("scaling.constraint", 2.0)
+        constraint = values.get("scaling.constraint", ScalingConfig().constraint)
         kept, why = candidates([values["scaling.alpha"]], [values["scaling.beta"]],
                                None if gamma is None else [gamma], constraint, tolerance)
         if not kept:
@@ -81,10 +71,7 @@ def step1_configs(sweep: SweepFile, tolerance: float = 0.05) -> tuple[list[Confi
             continue
         values["scaling.gamma"] = kept[0].gamma
         # job_type as STEP 2 uses: STEP 2 at phi=1 is then the winner's own run, not a retrain.
-        config = make_config(overrides=as_overrides(values) + [f"wandb.group={sweep.name}", "wandb.job_type=compound"])
-        if run_id(config) not in seen:
-            seen.add(run_id(config))
-            configs.append(config)
+        configs.append(make_config(overrides=as_overrides(values) + [f"wandb.group={sweep.name}", "wandb.job_type=compound"]))
     return configs, sorted(set(rejected))
 
 
@@ -105,10 +92,10 @@ def step2_configs(step1: list[Config], best: dict, phis: list[float]) -> list[Co
     template = step1[0]
     out = []
     for phi, seed in itertools.product(phis, seeds):
-        scaling = dataclasses.replace(template.scaling, strategy="compound", phi=float(phi), alpha=best["alpha"],
-                                      beta=best["beta"], gamma=best["gamma"])
-        out.append(dataclasses.replace(template, scaling=scaling, train=dataclasses.replace(template.train, seed=seed),
-                                       wandb=dataclasses.replace(template.wandb, job_type="compound")))
+        # The template is a STEP 1 config: already compound, with job_type compound.
+        scaling = dataclasses.replace(template.scaling, phi=float(phi), alpha=best["alpha"], beta=best["beta"],
+                                      gamma=best["gamma"])
+        out.append(dataclasses.replace(template, scaling=scaling, train=dataclasses.replace(template.train, seed=seed)))
     return out
 
 

@@ -14,10 +14,11 @@ class Checkpoints:
     killed mid-save leaves only whole checkpoints behind.
     """
 
-    def __init__(self, directory: str | Path, every_steps: int, keep: int):
+    def __init__(self, directory: str | Path, every_steps: int, keep: int, create: bool = True):
+        """`create=False` only reads: a missing directory stays missing and has no steps."""
         self.manager = ocp.CheckpointManager(
             Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps, create=create),
         )
 
     def latest_step(self) -> int | None:

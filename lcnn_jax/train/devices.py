@@ -52,6 +52,19 @@ def local_slice(batch_size: int) -> slice:
     return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
 
 
+def jit_train_step(train_step, mesh: Mesh):
+    """`train_step(state, batch) -> (state, metrics)` jitted data-parallel: the state replicated and
+    donated (updated in place), the batch split over the mesh."""
+    repl = replicated(mesh)
+    return jax.jit(train_step, in_shardings=(repl, batch_sharded(mesh)), out_shardings=(repl, repl), donate_argnums=0)
+
+
+def jit_eval_step(eval_step, mesh: Mesh):
+    """`eval_step(params, batch_stats, batch) -> sums` jitted data-parallel: weights replicated, batch split."""
+    repl = replicated(mesh)
+    return jax.jit(eval_step, in_shardings=(repl, repl, batch_sharded(mesh)), out_shardings=repl)
+
+
 def put_batch(batch: dict, sharding: NamedSharding, batch_size: int) -> dict:
     """Place this process's rows of a global numpy batch as one global sharded array per key."""
     rows = local_slice(batch_size)

@@ -11,28 +11,31 @@ Workdir after a run:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
 
+from lcnn_jax.atomic import write_json_atomic
+from lcnn_jax.bench import compile_and_times
 from lcnn_jax.config import Config, from_json, to_dict
-from lcnn_jax.count import count_spec
 from lcnn_jax.data.pipeline import Preprocess, TrainBatches, eval_batches, normalisation
 from lcnn_jax.data.sources import Split, load_split
 from lcnn_jax.errors import ConfigError
-from lcnn_jax.net import Net
+from lcnn_jax.net import Net, init_variables
 from lcnn_jax.resolve import resolve_model
+from lcnn_jax.scaling import counts as scaling_counts
 from lcnn_jax.spec import NetSpec
 from lcnn_jax.train import devices
 from lcnn_jax.train.checkpoints import Checkpoints
-from lcnn_jax.train.metrics import MetricLog, WandbMirror, write_json_atomic
+from lcnn_jax.train.metrics import MetricLog, WandbMirror
 from lcnn_jax.train.optim import optimizer, schedule
 from lcnn_jax.train.state import TrainState, create_state
 from lcnn_jax.train.steps import make_eval_step, make_train_step
@@ -43,8 +46,7 @@ class Diverged(RuntimeError):
 
 
 def _initial_variables(model: Net, spec: NetSpec, config: Config, key: jax.Array) -> dict:
-    x = jax.ShapeDtypeStruct((1, spec.resolution, spec.resolution, spec.in_channels), jnp.float32)
-    variables = jax.jit(lambda k: model.lazy_init(k, x, train=False))(key)
+    variables = init_variables(model, spec.resolution, spec.in_channels, key=key)
     if not config.model.init_from:
         return variables
     from lcnn_jax.interop.pretrained import load_pretrained
@@ -68,32 +70,58 @@ def _check_workdir(workdir: Path, config: Config) -> bool:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What training and evaluating one config share. Building it checks input and writes nothing."""
+
+    train_split: Split
+    eval_split: Split
+    spec: NetSpec
+    scaling: dict  # resolve_model's record ({} without scaling)
+    model: Net
+    prep: Preprocess  # normalised by the training split's statistics
+    mesh: Mesh
+    repl: NamedSharding  # weights and train state
+    data: NamedSharding  # batches
+    eval_fn: Callable
+
+
+def _setup(config: Config) -> _Setup:
+    """Load the splits, resolve the network, and build the placement, preprocessing and eval step."""
+    cfg_d = config.data
+    train_split = load_split(cfg_d.dataset, cfg_d.train_split, cfg_d.data_dir, cfg_d.max_train_examples)
+    eval_split = load_split(cfg_d.dataset, cfg_d.eval_split, cfg_d.data_dir)
+    spec, scaling = resolve_model(config, train_split.num_classes)
+    model = Net(spec, impl=config.model.impl)
+    mesh = devices.data_mesh()
+    prep = Preprocess(spec.resolution, spec.in_channels, *normalisation(train_split))
+    return _Setup(train_split, eval_split, spec, scaling, model, prep, mesh, devices.replicated(mesh),
+                  devices.batch_sharded(mesh), devices.jit_eval_step(make_eval_step(model), mesh))
+
+
 def _evaluate(eval_fn, state: TrainState, split: Split, config: Config, prep: Preprocess, sharding) -> dict:
-    out = {}
+    """Raw and EMA ('ema_'-prefixed) top1/top5/loss over `split`, reading its batches once."""
     bs = config.data.eval_batch_size
-    for tag, params in (("", state.params), ("ema_", state.ema_params)):
-        totals = None
-        for batch in eval_batches(split, config.data, prep, bs):
-            sums = eval_fn(params, state.batch_stats, devices.put_batch(batch, sharding, bs))
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        totals = jax.device_get(totals)
-        n = float(totals["count"])
-        out.update({f"{tag}{k}": float(totals[k]) / n for k in ("top1", "top5", "loss")})
+    weights = {"": state.params, "ema_": state.ema_params}
+    totals = dict.fromkeys(weights)
+    for batch in eval_batches(split, config.data, prep, bs):
+        batch = devices.put_batch(batch, sharding, bs)
+        for tag, params in weights.items():
+            sums = eval_fn(params, state.batch_stats, batch)
+            totals[tag] = sums if totals[tag] is None else jax.tree.map(jnp.add, totals[tag], sums)
+    out = {}
+    for tag, sums in jax.device_get(totals).items():
+        n = float(sums["count"])
+        out.update({f"{tag}{k}": float(sums[k]) / n for k in ("top1", "top5", "loss")})
     return out
 
 
 def _latency_ms(model: Net, state: TrainState, spec: NetSpec, repeats: int = 20) -> dict:
     """p50/p90 of a batch-1 eval forward pass, after compilation."""
     x = jnp.zeros((1, spec.resolution, spec.resolution, spec.in_channels), jnp.float32)
-    fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    jax.block_until_ready(fn(variables, x))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(variables, x))
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
+    _, runs = compile_and_times(lambda v, x: model.apply(v, x, train=False), variables, x, repeats=repeats)
+    times = sorted(t * 1e3 for t in runs)
     return {"p50": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))]}
 
 
@@ -118,24 +146,16 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     devices.check_batch(cfg_d.batch_size, "data.batch_size")
     devices.check_batch(cfg_d.eval_batch_size, "data.eval_batch_size")
     resume = _check_workdir(workdir, config)
-    train_split = load_split(cfg_d.dataset, cfg_d.train_split, cfg_d.data_dir, cfg_d.max_train_examples)
-    eval_split = load_split(cfg_d.dataset, cfg_d.eval_split, cfg_d.data_dir)
-    spec, scaling = resolve_model(config, train_split.num_classes)
-    if train_split.num_examples < cfg_d.batch_size:
-        raise ConfigError(f"data.batch_size={cfg_d.batch_size} exceeds the {train_split.num_examples} training examples")
+    s = _setup(config)
+    spec, model, prep, repl, data_sharding = s.spec, s.model, s.prep, s.repl, s.data
+    batches = TrainBatches(s.train_split, cfg_d, prep, cfg_d.batch_size, cfg_t.seed)  # checks the batch size
 
     workdir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(workdir / "config.json", to_dict(config))
-    mesh = devices.data_mesh()
-    repl, data_sharding = devices.replicated(mesh), devices.batch_sharded(mesh)
-    mean, std = normalisation(train_split)
-    prep = Preprocess(spec.resolution, spec.in_channels, tuple(map(float, mean)), tuple(map(float, std)))
-    batches = TrainBatches(train_split, cfg_d, prep, cfg_d.batch_size, cfg_t.seed)
     spe = batches.steps_per_epoch
     total_steps = max(1, math.ceil(cfg_t.epochs * spe))
     eval_every = max(1, int(round(cfg_t.eval_every_epochs * spe)))
 
-    model = Net(spec, impl=config.model.impl)
     lr = schedule(config.optim, spe, total_steps)
     tx = optimizer(config.optim, lr)
     init_key, dropout_key = jax.random.split(jax.random.key(cfg_t.seed))
@@ -145,21 +165,20 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     if start is not None:
         state = ckpts.restore(start, state)
     start = start or 0
-    log = MetricLog(workdir / "metrics.jsonl", resume_step=start if resume else 0)
+    log = MetricLog(workdir / "metrics.jsonl", resume_step=start)
     wb = WandbMirror(config.wandb, workdir, to_dict(config), resume=resume)
 
-    train_step = jax.jit(
+    train_step = devices.jit_train_step(
         make_train_step(model, tx, label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay,
                         precision=cfg_t.precision, base_key=dropout_key),
-        in_shardings=(repl, data_sharding), out_shardings=(repl, repl), donate_argnums=0,
+        s.mesh,
     )
-    eval_fn = jax.jit(make_eval_step(model), in_shardings=(repl, repl, data_sharding), out_shardings=repl)
     summary = dict(status="running", workdir=str(workdir), model=spec.name, resolution=spec.resolution,
                    width=spec.width, depth=spec.depth, num_classes=spec.num_classes, devices=jax.device_count(),
                    steps=total_steps, steps_per_epoch=spe, batch_size=cfg_d.batch_size)
-    counts = count_spec(spec)
+    counts = scaling_counts(spec)  # memoised: resolve_model has counted this spec when it scaled it
     summary.update(macs=counts.macs, flops=counts.flops, params=counts.params, activations=counts.activations,
-                   strategy=config.scaling.strategy, target=config.scaling.target, scaling=scaling)
+                   strategy=config.scaling.strategy, target=config.scaling.target, scaling=s.scaling)
     bar = _progress(total_steps, start, cfg_t.progress and jax.process_index() == 0)
     status, error, last_eval = "completed", None, {}
     compile_s, data_wait = 0.0, 0.0
@@ -195,19 +214,19 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
                 for k in host[0]:
                     record[k] = float(np.mean([h[k] for h in host]))
                 log.write(record)
-                wb.log({f"train/{k}" if k not in ("step", "epoch") else k: v for k, v in record.items()})
+                wb.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['img_per_s']:.0f}")
                 pending, t_window = [], time.perf_counter()
             bar.update(1)
             if done % eval_every == 0 or done == total_steps:
-                last_eval = _evaluate(eval_fn, state, eval_split, config, prep, data_sharding)
+                last_eval = _evaluate(s.eval_fn, state, s.eval_split, config, prep, data_sharding)
                 record = {"step": done, "epoch": done / spe, "split": "eval", **last_eval}
                 log.write(record)
-                wb.log({f"eval/{k}" if k not in ("step", "epoch") else k: v for k, v in record.items()})
+                wb.log(record)
                 t_window = time.perf_counter()  # evaluation time is not training throughput
             ckpts.save(done, state, force=done == total_steps)
         if not last_eval:  # rerun of a finished run: nothing left to train, report its metrics
-            last_eval = _evaluate(eval_fn, state, eval_split, config, prep, data_sharding)
+            last_eval = _evaluate(s.eval_fn, state, s.eval_split, config, prep, data_sharding)
     except Diverged as e:
         status, error = "diverged", str(e)
         summary["diverged_step"] = int(jax.device_get(state.nonfinite_step))
@@ -221,13 +240,13 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
             summary["error"] = error
         summary.update(
             train_img_per_s=steady_images / steady_time if steady_time else None,
-            compile_s=compile_s, data_wait_s=data_wait, wall_s=time.perf_counter() - t_start,
+            compile_s=compile_s, data_wait_s=data_wait,
         )
         if status == "completed":
             summary["eval_latency_ms"] = _latency_ms(model, state, spec)
         summary["wall_s"] = time.perf_counter() - t_start
         write_json_atomic(workdir / "summary.json", summary)
-        wb.summary({k: v for k, v in summary.items() if not isinstance(v, dict)})
+        wb.summary(summary)
         wb.finish(exit_code=0 if status == "completed" else 1)
         log.close()
         ckpts.close()
@@ -242,23 +261,17 @@ def evaluate_workdir(workdir: str | Path) -> dict:
     if not (workdir / "config.json").exists():
         raise ConfigError(f"{str(workdir)!r} is not a run directory (no config.json)")
     config = from_json((workdir / "config.json").read_text())
-    train_split = load_split(config.data.dataset, config.data.train_split, config.data.data_dir,
-                             config.data.max_train_examples)
-    eval_split = load_split(config.data.dataset, config.data.eval_split, config.data.data_dir)
-    spec, _ = resolve_model(config, train_split.num_classes)
-    ckpts = Checkpoints(workdir / "ckpt", config.train.checkpoint_every_steps, config.train.keep_checkpoints)
-    step = ckpts.latest_step()
-    if step is None:
-        raise ConfigError(f"{str(workdir)!r} has no checkpoint yet")
-    model = Net(spec, impl=config.model.impl)
-    mesh = devices.data_mesh()
-    repl, data_sharding = devices.replicated(mesh), devices.batch_sharded(mesh)
-    tx = optimizer(config.optim, schedule(config.optim, 1, 1))
-    target = create_state(_initial_variables(model, spec, dataclasses.replace(config, model=dataclasses.replace(
-        config.model, init_from=None)), jax.random.key(0)), tx)
-    state = ckpts.restore(step, jax.device_put(target, repl))
-    ckpts.close()
-    mean, std = normalisation(train_split)
-    prep = Preprocess(spec.resolution, spec.in_channels, tuple(map(float, mean)), tuple(map(float, std)))
-    eval_fn = jax.jit(make_eval_step(model), in_shardings=(repl, repl, data_sharding), out_shardings=repl)
-    return {"step": step, **_evaluate(eval_fn, state, eval_split, config, prep, data_sharding)}
+    ckpts = Checkpoints(workdir / "ckpt", config.train.checkpoint_every_steps, config.train.keep_checkpoints,
+                        create=False)
+    try:
+        step = ckpts.latest_step()
+        if step is None:
+            raise ConfigError(f"{str(workdir)!r} has no checkpoint yet")
+        s = _setup(config)
+        # The restore target: the TrainState's structure, dtypes and shardings (its values are replaced).
+        tx = optimizer(config.optim, schedule(config.optim, 1, 1))
+        target = create_state(init_variables(s.model, s.spec.resolution, s.spec.in_channels), tx)
+        state = ckpts.restore(step, jax.device_put(target, s.repl))
+    finally:
+        ckpts.close()
+    return {"step": step, **_evaluate(s.eval_fn, state, s.eval_split, config, s.prep, s.data)}

@@ -1,30 +1,15 @@
-"""metrics.jsonl (the source of truth) and its wandb mirror; atomic JSON files."""
+"""metrics.jsonl (the source of truth) and its wandb mirror."""
 
 from __future__ import annotations
 
 import json
 import numbers
 import os
-import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
 
+from lcnn_jax.atomic import write_text_atomic
 from lcnn_jax.config import WandbConfig
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to a temp file in the same directory and rename it over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=float)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -42,17 +27,13 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 class MetricLog:
-    """Appends one JSON object per line; on resume, drops records past the restored step."""
+    """Appends one JSON object per line; on opening, drops records past `resume_step` (the restored step)."""
 
-    def __init__(self, path: str | Path, resume_step: int | None = None):
+    def __init__(self, path: str | Path, resume_step: int):
         self.path = Path(path)
-        if resume_step is not None and self.path.exists():
+        if self.path.exists():
             kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
-            text = "".join(json.dumps(r) + "\n" for r in kept)
-            fd, tmp = tempfile.mkstemp(prefix=".metrics.", dir=self.path.parent)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a")
 
     def write(self, record: dict) -> None:
@@ -91,9 +72,12 @@ class WandbMirror:
         self.run.define_metric("*", step_metric="step")
 
     def log(self, record: dict) -> None:
-        """Log the numeric fields of `record` (its "step" is the x-axis)."""
+        """Log the numeric fields of a metrics.jsonl `record` as SPLIT/KEY ("step" and "epoch" as they are;
+        "step" is the x-axis)."""
         if self.run is not None:
-            values = {k: float(v) for k, v in record.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+            prefix = f"{record['split']}/" if "split" in record else ""
+            values = {k if k in ("step", "epoch") else prefix + k: float(v) for k, v in record.items()
+                      if isinstance(v, numbers.Real) and not isinstance(v, bool)}
             self.run.log(values)
 
     def summary(self, values: dict) -> None:
