@@ -13,6 +13,7 @@ import numpy as np
 
 from lcnn_jax.experiment import kit
 from lcnn_jax.plots import pyplot
+from lcnn_jax.scaling import Coefficients
 
 TITLE = "Fast compound (dWr) vs compound scaling: activations and measured runtime against FLOPs"
 KIND = "bench"
@@ -25,10 +26,15 @@ def theoretical_exponent(d_share: float, w_share: float, r_share: float) -> floa
     return d_share + w_share / 2 + r_share
 
 
-def compound_shares(alpha=1.2, beta=1.1, gamma=1.15) -> tuple[float, float, float]:
-    """How EfficientNet's coefficients split the FLOPs exponent between d, w^2 and r^2."""
-    logs = (math.log(alpha), 2 * math.log(beta), 2 * math.log(gamma))
+def compound_shares(c: Coefficients = Coefficients()) -> tuple[float, float, float]:
+    """How compound coefficients split the FLOPs exponent between d, w^2 and r^2."""
+    logs = (math.log(c.alpha), 2 * math.log(c.beta), 2 * math.log(c.gamma))
     return tuple(x / sum(logs) for x in logs)
+
+
+def dwr_shares(c: Coefficients = Coefficients()) -> tuple[float, float, float]:
+    """dWr's split: the width share to w^2, the rest halved between d and r^2."""
+    return (1 - c.share) / 2, c.share, (1 - c.share) / 2
 
 
 def measure(config_dict: dict, batch: int) -> tuple[float, float]:
@@ -67,9 +73,12 @@ def analyze(result) -> None:
     unique = {r["run_id"]: r for r in result.rows}.values()
     rows = []
     for r in tqdm(sorted(unique, key=lambda r: (r["strategy"], r["target"])), desc="timing models", unit="model"):
-        compile_s, seconds = measure(r["config"], batch)
-        rows.append(dict(r, compile_s=compile_s, ms_per_image=1e3 * seconds / batch))
-    shares = {"compound": compound_shares(), "fast_compound": ((1 - 0.8) / 2, 0.8, (1 - 0.8) / 2)}
+        _, seconds = measure(r["config"], batch)
+        rows.append(dict(r, ms_per_image=1e3 * seconds / batch))
+    # Theory with the coefficients the runs used (every run of the sweep shares them).
+    r = next(r for r in unique if r["strategy"] != "none")  # its scaling record holds the (derived) coefficients
+    coeffs = Coefficients(r["alpha"], r["beta"], r["gamma"], r["config"]["scaling"]["share"])
+    shares = {"compound": compound_shares(coeffs), "fast_compound": dwr_shares(coeffs)}
     table, fits = [], []
     for strategy in ("compound", "fast_compound"):
         rs = curve(rows, strategy)
