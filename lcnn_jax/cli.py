@@ -11,6 +11,7 @@ import sys
 
 from lcnn_jax.errors import ConfigError, unknown_choice
 from lcnn_jax.presets import PRESETS, list_presets
+from lcnn_jax.spec import IMPLS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,7 +103,10 @@ def _cmd_train(args) -> int:
     from lcnn_jax.config import load_config, run_id
     from lcnn_jax.train.loop import Diverged, train_and_evaluate
 
+    from lcnn_jax.runtime import enable_compilation_cache
+
     config = load_config(args.config, args.overrides)
+    enable_compilation_cache()
     workdir = args.workdir or f"workdirs/{run_id(config)}"
     print(f"lcnn train: workdir {workdir}", file=sys.stderr)
     try:
@@ -116,9 +120,39 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    from lcnn_jax.runtime import enable_compilation_cache
     from lcnn_jax.train.loop import evaluate_workdir
 
+    enable_compilation_cache()
     print(json.dumps(evaluate_workdir(args.workdir), default=float))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    if args.model not in PRESETS:
+        raise unknown_choice("model", args.model, list_presets())
+    import jax
+
+    from lcnn_jax.bench import bench_spec
+    from lcnn_jax.convs import resolve_impl
+    from lcnn_jax.presets import get_spec
+
+    if args.cache:
+        from lcnn_jax.runtime import enable_compilation_cache
+
+        enable_compilation_cache()
+    spec = get_spec(args.model, width=args.width, resolution=args.resolution, num_classes=args.num_classes)
+    mode = "train step" if args.train else "inference"
+    print(f"lcnn bench: {args.model} at {spec.resolution} px, batch {args.batch}, {mode}, "
+          f"{resolve_impl(args.impl)} convs on {jax.default_backend()}; compiling ...", file=sys.stderr)
+    timing = bench_spec(spec, args.batch, args.train, impl=args.impl, steps=args.steps)
+    result = dict(model=args.model, resolution=spec.resolution, width=spec.width, mode=mode, impl=resolve_impl(args.impl),
+                  backend=jax.default_backend(), **timing.as_dict())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{timing.img_per_s:,.1f} img/s   p50 {timing.p50_ms:.2f} ms   p90 {timing.p90_ms:.2f} ms   "
+              f"compile {timing.compile_s:.2f} s   ({len(timing.seconds)} timed steps of batch {args.batch})")
     return 0
 
 
@@ -232,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. model.width=0.5")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("bench", help="img/s, p50/p90 step latency and compile time of a preset")
+    p.add_argument("model", help="preset name (see `lcnn models`)")
+    p.add_argument("--resolution", type=_positive(int, "an integer >= 1"), help="input side length (default: the preset's)")
+    p.add_argument("--batch", type=_positive(int, "an integer >= 1"), default=32, help="images per step (default 32)")
+    p.add_argument("--train", action="store_true", help="time a train step (forward, backward, SGD) instead of inference")
+    p.add_argument("--width", type=_positive(float, "a number > 0"), help="width multiplier (> 0)")
+    p.add_argument("--num-classes", type=_positive(int, "an integer >= 1"), default=1000, help="classifier outputs")
+    p.add_argument("--impl", default="auto", choices=IMPLS, help="depthwise/pointwise formulation (default auto)")
+    p.add_argument("--steps", type=_positive(int, "an integer >= 1"), default=10, help="timed steps after one warm-up")
+    p.add_argument("--cache", action="store_true", help="use the persistent compilation cache (default: time a cold compile)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_bench)
+
     p = sub.add_parser("eval", help="evaluate the newest checkpoint of a run directory")
     p.add_argument("workdir")
     p.set_defaults(func=_cmd_eval)
@@ -265,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Commands whose speed depends on the allocator (see lcnn_jax.runtime).
-_HEAVY = {"train", "eval", "sweep", "experiment"}
+_HEAVY = {"train", "eval", "bench", "sweep", "experiment"}
 
 
 def run() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lcnn_jax.errors import ConfigError, unknown_choice
+from lcnn_jax.spec import IMPLS
 
 
 def _f(default, *, choices=None, low=None, high=None, low_open=False, high_open=False, help=""):
@@ -35,7 +36,7 @@ class ModelConfig:
     dropout: float | None = _f(None, low=0, high=1, high_open=True)
     stochastic_depth: float | None = _f(None, low=0, high=1, high_open=True)
     padding: str | None = _f(None, choices=("same", "symmetric"))
-    impl: str = _f("auto", choices=("auto", "fused", "native"), help="depthwise/pointwise formulation")
+    impl: str = _f("auto", choices=IMPLS, help="depthwise/pointwise formulation")
     bn_momentum: float | None = _f(None, low=0, high=1, high_open=True, help="BN running-average decay; None = preset's")
     init_from: str | None = _f(None, help="directory written by `lcnn convert` to fine-tune from")
 

@@ -1,20 +1,12 @@
 """Building layers: conv+BN+activation, squeeze-and-excite, drop path.
 
-Depthwise and pointwise convolutions have two formulations behind one switch, `impl`:
-
-- ``"native"``: XLA's convolution op (`feature_group_count=C` for depthwise). Best on GPU/TPU.
-- ``"fused"``: depthwise as k*k shifted multiply-adds, pointwise as a `dot_general` over
-  channels. XLA:CPU fuses these and runs them ~10x (depthwise) and ~3x (pointwise) faster than
-  its convolution op.
-- ``"auto"`` (default): ``"fused"`` on CPU, ``"native"`` elsewhere, decided at trace time.
-
-Both formulations use the same kernel layout (HWIO, I = in/groups) and padding, so parameters
-are interchangeable and results agree to float rounding.
+Every conv takes `impl`, the depthwise/pointwise formulation switch; the formulations
+themselves live in lcnn_jax.convs.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import math
 
@@ -22,22 +14,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from lcnn_jax.convs import conv2d, pad_amounts, resolve_impl  # noqa: F401 (pad_amounts re-exported)
 from lcnn_jax.errors import ConfigError, unknown_choice
 from lcnn_jax.spec import ACTIVATIONS, BatchNormSpec
-
-Impl = Literal["auto", "native", "fused"]
-IMPLS = ("auto", "native", "fused")
-
-
-def resolve_impl(impl: str) -> str:
-    """Turn ``"auto"`` into the fastest formulation for the current default backend."""
-    if impl not in IMPLS:
-        raise unknown_choice("conv implementation", impl, IMPLS)
-    if impl == "auto":
-        return "fused" if jax.default_backend() == "cpu" else "native"
-    return impl
 
 
 def host_variance_scaling(scale: float, mode: str, distribution: str):
@@ -81,75 +61,6 @@ def activation(name: str):
     if name not in fns:
         raise unknown_choice("activation", name, ACTIVATIONS)
     return fns[name]
-
-
-def pad_amounts(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:
-    """(low, high) padding of one spatial axis: TF 'same' puts the odd pixel at the end."""
-    if padding == "symmetric":
-        return kernel // 2, kernel // 2
-    if padding == "same":
-        out = -(-size // stride)
-        total = max((out - 1) * stride + kernel - size, 0)
-        return total // 2, total - total // 2
-    raise unknown_choice("padding", padding, ("same", "symmetric"))
-
-
-def _spatial_pads(x: jax.Array, kernel: int, stride: int, padding: str) -> list[tuple[int, int]]:
-    return [pad_amounts(x.shape[1], kernel, stride, padding), pad_amounts(x.shape[2], kernel, stride, padding)]
-
-
-def conv_native(x: jax.Array, w: jax.Array, stride: int, padding: str, groups: int = 1) -> jax.Array:
-    """NHWC x HWIO convolution with XLA's conv op; `groups` = feature_group_count."""
-    return lax.conv_general_dilated(
-        x,
-        w,
-        window_strides=(stride, stride),
-        padding=_spatial_pads(x, w.shape[0], stride, padding),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=groups,
-    )
-
-
-def depthwise_fused(x: jax.Array, w: jax.Array, stride: int, padding: str) -> jax.Array:
-    """Depthwise conv as k*k strided slices times per-channel weights, summed (XLA fuses it)."""
-    k = w.shape[0]
-    (pt, pb), (pl, pr) = _spatial_pads(x, k, stride, padding)
-    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    ho = (xp.shape[1] - k) // stride + 1
-    wo = (xp.shape[2] - k) // stride + 1
-    n, c = x.shape[0], x.shape[3]
-    out = None
-    for i in range(k):
-        for j in range(k):
-            patch = lax.slice(
-                xp,
-                (0, i, j, 0),
-                (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                (1, stride, stride, 1),
-            )
-            term = patch * w[i, j, 0]
-            out = term if out is None else out + term
-    return out
-
-
-def pointwise_fused(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
-    """1x1 conv as a dot_general over channels (subsampled first when strided)."""
-    if stride > 1:
-        x = x[:, ::stride, ::stride, :]
-    return lax.dot_general(x, w[0, 0], (((3,), (0,)), ((), ())))
-
-
-def conv2d(x: jax.Array, w: jax.Array, stride: int, padding: str, groups: int, impl: str) -> jax.Array:
-    """Convolution in the formulation `impl` ('native' or 'fused'; resolve 'auto' first)."""
-    c_in = x.shape[-1]
-    if impl == "fused":
-        if groups == c_in and w.shape[2] == 1 and groups > 1:
-            return depthwise_fused(x, w, stride, padding)
-        if groups == 1 and w.shape[0] == 1 and w.shape[1] == 1:
-            return pointwise_fused(x, w, stride)
-    elif impl != "native":
-        raise unknown_choice("conv implementation", impl, ("native", "fused"))
-    return conv_native(x, w, stride, padding, groups)
 
 
 class Conv(nn.Module):

@@ -38,3 +38,28 @@ def reexec_with_tcmalloc(argv: list[str]) -> None:
     env["LD_PRELOAD"] = ":".join(filter(None, [lib, env.get("LD_PRELOAD", "")]))
     env[DISABLE_ENV] = "1"  # never loop, even if the preload silently fails
     os.execve(sys.executable, [sys.executable, "-m", "lcnn_jax.cli", *argv], env)
+
+
+CACHE_ENV = "LCNN_CACHE_DIR"
+
+
+def compilation_cache_dir() -> str:
+    """Where compiled XLA programs persist: $LCNN_CACHE_DIR, else ~/.cache/lcnn_jax/xla."""
+    return os.environ.get(CACHE_ENV) or str(Path.home() / ".cache" / "lcnn_jax" / "xla")
+
+
+def enable_compilation_cache(cache_dir: str | None = None) -> str:
+    """Turn on JAX's persistent compilation cache (shared by train, eval, sweeps and experiments).
+
+    A train step compiles in 5-40 s on a 2-core CPU and loads from the cache in well under a
+    second (docs/benchmarks.md), so every run after the first of an architecture (other seeds,
+    reruns, the eval of a finished run) skips the compile. Programs that compile in under 0.5 s
+    are not worth the disk.
+    """
+    import jax
+
+    path = cache_dir or compilation_cache_dir()
+    Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path

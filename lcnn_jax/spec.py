@@ -22,6 +22,8 @@ WidthRule = Literal["scale", "no_shrink", "fixed"]
 ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish", "linear")
 PADDINGS = ("same", "symmetric")
 BLOCK_TYPES = ("separable", "mbconv", "conv")
+# Depthwise/pointwise conv formulations (lcnn_jax.convs); "auto" picks per backend.
+IMPLS = ("auto", "native", "shifted", "fused")
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:

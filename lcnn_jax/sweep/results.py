@@ -14,7 +14,7 @@ from lcnn_jax.sweep.runner import Run, read_summary, run_state
 COLUMNS = (
     "run_id", "state", "status", "model", "strategy", "target", "phi", "alpha", "beta", "gamma", "seed",
     "realised_ratio", "macs_error", "within_tolerance", "depth", "width", "resolution", "knob", "macs", "params",
-    "activations", "eval_latency_ms", "train_img_per_s", "compile_s", "top1", "ema_top1", "top5", "ema_top5", "loss",
+    "activations", "eval_latency_ms", "eval_latency_p90_ms", "train_img_per_s", "compile_s", "top1", "ema_top1", "top5", "ema_top5", "loss",
     "wall_s", "scaling_note",
 )
 # Fields of the scaling record (see lcnn_jax.resolve) copied into a row.
@@ -38,6 +38,7 @@ def row(run: Run) -> dict:
         r.update({k: scaling[k] for k in SCALING_FIELDS if k in scaling})
         latency = summary.get("eval_latency_ms")
         r["eval_latency_ms"] = latency.get("p50") if isinstance(latency, dict) else None
+        r["eval_latency_p90_ms"] = latency.get("p90") if isinstance(latency, dict) else None
     r.update(flatten(to_dict(run.config), "config."))
     return r
 

@@ -105,10 +105,10 @@ def execute(config_json: str, workdir: str, cores: list[int] | None, gpus: list[
         os.sched_setaffinity(0, cores)  # XLA sizes its thread pool from the affinity mask
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-    import jax
+    from lcnn_jax.runtime import enable_compilation_cache
 
-    # Runs of one sweep share architectures (seeds, repeats): compile each once.
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    # Runs share architectures (seeds, repeats, other sweeps): compile each once.
+    enable_compilation_cache(cache_dir)
     from lcnn_jax.train.loop import Diverged, train_and_evaluate
 
     path = Path(workdir)
@@ -166,7 +166,9 @@ def run_sweep(
 
     out.mkdir(parents=True, exist_ok=True)
     ex = make_executor(executor, out / "submitit", slurm)
-    cache_dir = str((out / "jax_cache").absolute())
+    from lcnn_jax.runtime import compilation_cache_dir
+
+    cache_dir = str(Path(compilation_cache_dir()).absolute())
     slots = _slots(workers, gpus_per_worker)
     # Seeds last: a later seed of an architecture then finds it in the compilation cache
     # instead of compiling it at the same time on another worker.
