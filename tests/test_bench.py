@@ -51,22 +51,21 @@ def test_lcnn_bench_prints_throughput_latency_and_compile_time(capsys, train):
 
 def test_lcnn_bench_rejects_bad_input(capsys):
     assert main(["bench", "mobilenet_v9"]) == 2
-    assert "unknown model 'mobilenet_v9'; valid: mobilenet_v1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("lcnn bench: error: unknown model 'mobilenet_v9'") and "valid: mobilenet_v1" in err
     with pytest.raises(SystemExit) as e:
         main(["bench", "mobilenet_v2", "--impl", "cudnn"])
     assert e.value.code == 2
 
 
 def test_persistent_cache_is_written_and_read(tmp_path):
-    """A second process compiling the same train step loads it from $LCNN_CACHE_DIR."""
-    env = dict(os.environ, LCNN_CACHE_DIR=str(tmp_path / "xla"), JAX_LOG_COMPILES="0")
+    """A second process compiling the same forward pass loads it from $LCNN_CACHE_DIR."""
+    env = dict(os.environ, LCNN_CACHE_DIR=str(tmp_path / "xla"))
     cmd = [sys.executable, "-m", "lcnn_jax.cli", "bench", "mobilenet_v3_small", "--resolution", "32", "--width", "0.35",
-           "--batch", "4", "--steps", "1", "--train", "--cache", "--json"]
+           "--batch", "4", "--steps", "1", "--cache", "--json"]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     entries = sorted(p.name for p in (tmp_path / "xla").iterdir())
     assert entries, first.stderr
-    # The second process reuses the entries instead of adding its own (a cache miss would add one).
-    env["JAX_DEBUG_LOG_MODULES"] = "jax._src.compiler"
-    second = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    assert sorted(p.name for p in (tmp_path / "xla").iterdir()) == entries
-    assert "Persistent compilation cache hit" in second.stderr
+    # With JAX_LOG_COMPILES jax logs every persistent-cache hit as a warning.
+    second = subprocess.run(cmd, env=dict(env, JAX_LOG_COMPILES="1"), capture_output=True, text=True, check=True)
+    assert "Persistent compilation cache hit for 'jit__lambda'" in second.stderr, second.stderr[-2000:]

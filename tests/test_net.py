@@ -18,7 +18,7 @@ from lcnn_jax.presets import build_model, get_spec, list_presets
 def test_output_and_feature_map_shapes(name, resolution):
     model = build_model(name, resolution=resolution, num_classes=7)
     x = jax.ShapeDtypeStruct((2, resolution, resolution, 3), jnp.float32)
-    logits, variables = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), x))
+    logits, variables = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x), x)
     assert logits.shape == (2, 7)
     assert set(variables) == {"params", "batch_stats"}
     if resolution == 97:  # the last spatial conv sees ceil(97 / 32) = 4 pixels a side
