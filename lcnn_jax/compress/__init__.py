@@ -1,0 +1,1 @@
+"""Model compression: magnitude pruning (lcnn_jax.compress.pruning) and quantization (lcnn_jax.compress.quantize)."""
