@@ -20,18 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from lcnn_jax.atomic import write_text_atomic
 from lcnn_jax.bench import bench_spec
 from lcnn_jax.count import count_spec
-from lcnn_jax.interop.timm import timm_spec
+from lcnn_jax.interop.timm import TIMM_COUNTERPARTS, timm_spec
 from lcnn_jax.plots import pyplot
-from lcnn_jax.roofline import layer_seconds, measure_machine
+from lcnn_jax.roofline import layer_times, measure_machine
 from lcnn_jax.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"mobilenet_v2": "mobilenetv2_100", "mobilenet_v3_large": "mobilenetv3_large_100", "efficientnet_b0": "efficientnet_b0"}
 
 
 def network_ms(preset: str, resolution: int, batch: int, mode: str) -> float:
@@ -41,14 +38,14 @@ def network_ms(preset: str, resolution: int, batch: int, mode: str) -> float:
         for row in json.loads(path.read_text())["rows"]:
             if (row["model"], row["resolution"], row["batch"], row["mode"]) == (preset, resolution, batch, mode):
                 return row["lcnn"]["p50_ms"]
-    spec = timm_spec(MODELS[preset]).replace(resolution=resolution)
+    spec = timm_spec(TIMM_COUNTERPARTS[preset]).replace(resolution=resolution)
     return bench_spec(spec, batch, mode == "train", steps=None).p50_ms
 
 
 def main(argv: list[str] | None = None) -> int:
     """Measure the machine, time every layer, write docs/roofline.md and docs/roofline.png."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=list(TIMM_COUNTERPARTS), choices=list(TIMM_COUNTERPARTS))
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "roofline.md")
@@ -59,15 +56,12 @@ def main(argv: list[str] | None = None) -> int:
           f"ridge {machine.ridge:.1f} FLOP/byte", file=sys.stderr)
     summary, sections, points = [], [], {}
     for preset in args.models:
-        spec = timm_spec(MODELS[preset]).replace(resolution=args.resolution)
+        spec = timm_spec(TIMM_COUNTERPARTS[preset]).replace(resolution=args.resolution)
         counts = count_spec(spec, args.batch)
-        rows, layer_total, seen = [], 0.0, {}
-        for layer in tqdm(counts.layers, desc=f"{preset} layers", unit="layer"):
-            key = (layer.in_shape, layer.kernel_shape, layer.out_shape)
-            if key not in seen:  # repeated blocks share shapes: time each shape once
-                seen[key] = layer_seconds(layer, "fused", spec.stem.padding)
-            t = seen[key]
-            layer_total += t
+        rows = []
+        times = layer_times(counts.layers, "fused", spec.stem.padding, progress=f"{preset} layers")
+        layer_total = sum(times)
+        for layer, t in zip(counts.layers, times):
             achieved = layer.flops / t
             share = achieved / machine.attainable(layer.intensity)
             bound = machine.bound(layer.intensity)
@@ -76,13 +70,12 @@ def main(argv: list[str] | None = None) -> int:
                          f"{layer.intensity:.1f}", f"{t * 1e3:.2f}", f"{achieved / 1e9:.1f}", f"{100 * share:.0f}%", bound))
         infer_ms = network_ms(preset, args.resolution, args.batch, "inference")
         train_ms = network_ms(preset, args.resolution, args.batch, "train")
-        memory_bound = [r for r in rows if r[-1] == "memory"]
-        mb_time = sum(float(r[5]) for r in memory_bound)
+        memory_bound = [t for layer, t in zip(counts.layers, times) if machine.bound(layer.intensity) == "memory"]
         summary.append((preset, f"{counts.flops / 1e9:.1f}", f"{infer_ms:.0f}", f"{counts.flops / infer_ms / 1e6:.1f}",
                         f"{100 * counts.flops / infer_ms / 1e-3 / machine.peak_flops:.0f}%",
                         f"{train_ms:.0f}", f"{3 * counts.flops / train_ms / 1e6:.1f}",
                         f"{100 * 3 * counts.flops / train_ms / 1e-3 / machine.peak_flops:.0f}%",
-                        f"{len(memory_bound)}/{len(rows)}", f"{100 * mb_time / (layer_total * 1e3):.0f}%",
+                        f"{len(memory_bound)}/{len(rows)}", f"{100 * sum(memory_bound) / layer_total:.0f}%",
                         f"{100 * layer_total * 1e3 / infer_ms:.0f}%"))
         sections.append(f"### {preset} ({args.resolution} px, batch {args.batch})\n\n" + markdown_table(
             ("layer", "op", "MMACs", "MB moved", "FLOP/B", "ms", "GFLOP/s", "of roof", "bound"), rows,

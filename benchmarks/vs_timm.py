@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-# lcnn preset -> the timm model with the identical architecture (lcnn_jax.interop.timm).
-MODELS = {"mobilenet_v2": "mobilenetv2_100", "mobilenet_v3_large": "mobilenetv3_large_100", "efficientnet_b0": "efficientnet_b0"}
+from lcnn_jax.interop.timm import TIMM_COUNTERPARTS
+
 SETTINGS = ("32/128", "64/64", "224/32")  # resolution/batch
 MODES = ("train", "inference")
 RESULTS = Path(__file__).parent / "results" / "vs_timm.json"
@@ -100,7 +100,7 @@ def _table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the grid (or one worker measurement with --worker) and print the ratio table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=list(TIMM_COUNTERPARTS), choices=list(TIMM_COUNTERPARTS))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help="resolution/batch pairs, e.g. 64/64")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--rounds", type=int, default=2, help="processes per side; the fastest median is kept")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         framework, preset, res, batch, mode = args.worker
         fn = _timm_worker if framework == "timm" else _lcnn_worker
-        print(json.dumps(fn(MODELS[preset], int(res), int(batch), mode == "train")))
+        print(json.dumps(fn(TIMM_COUNTERPARTS[preset], int(res), int(batch), mode == "train")))
         return 0
     try:
         settings = [tuple(int(v) for v in s.split("/")) for s in args.settings]

@@ -17,13 +17,7 @@ def compile_and_times(fn, *args, repeats: int = 10) -> tuple[float, list[float]]
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(*args))
-    runs = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        runs.append(time.perf_counter() - t0)
-    return compile_s, runs
+    return compile_s, list(time_steps(lambda _: compiled(*args), None, 1, repeats).seconds)
 
 
 def compile_and_time(fn, *args, repeats: int = 10) -> tuple[float, float]:

@@ -91,15 +91,21 @@ def _out_hw(xp: jax.Array, k: int, stride: int) -> tuple[int, int]:
     return (xp.shape[1] - k) // stride + 1, (xp.shape[2] - k) // stride + 1
 
 
+def _multiply_add(xp: jax.Array, w: jax.Array, stride: int, out_hw: tuple[int, int], flip: bool = False) -> jax.Array:
+    """Sum over taps of window (i, j) of `xp` times w[i, j] (w[k-1-i, k-1-j] when `flip`)."""
+    k = w.shape[0]
+    out = None
+    for i, j, patch in _taps(xp, k, stride, out_hw):
+        term = patch * (w[k - 1 - i, k - 1 - j, 0] if flip else w[i, j, 0])
+        out = term if out is None else out + term
+    return out
+
+
 def depthwise_shifted(x: jax.Array, w: jax.Array, stride: int, padding: str) -> jax.Array:
     """Depthwise conv as k*k strided slices times per-channel weights, summed (XLA fuses it)."""
     k = w.shape[0]
     xp = _padded(x, k, stride, padding)
-    out = None
-    for i, j, patch in _taps(xp, k, stride, _out_hw(xp, k, stride)):
-        term = patch * w[i, j, 0]
-        out = term if out is None else out + term
-    return out
+    return _multiply_add(xp, w, stride, _out_hw(xp, k, stride))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -130,10 +136,7 @@ def _depthwise_bwd(stride, padding, residuals, g):
         jnp.zeros((), g.dtype),
         ((0, 0, 0), (k - 1, hp - (stride * (ho - 1) + 1), stride - 1), (k - 1, wp - (stride * (wo - 1) + 1), stride - 1), (0, 0, 0)),
     )
-    dxp = None
-    for i, j, patch in _taps(gd, k, 1, (hp, wp)):
-        term = patch * w[k - 1 - i, k - 1 - j, 0]
-        dxp = term if dxp is None else dxp + term
+    dxp = _multiply_add(gd, w, 1, (hp, wp), flip=True)
     (pt, _), (pl, _) = spatial_pads(x, k, stride, padding)
     dx = lax.slice(dxp, (0, pt, pl, 0), (x.shape[0], pt + x.shape[1], pl + x.shape[2], x.shape[3]))
     return dx.astype(x.dtype), dw
@@ -179,8 +182,10 @@ def pointwise_fused(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
 def full_fused(x: jax.Array, w: jax.Array, stride: int, padding: str) -> jax.Array:
     """A full (groups=1) k x k conv as im2col: the k*k shifted windows side by side, then one row matmul.
 
-    Used for stems (3 input channels), where XLA:CPU's conv op runs ~2x slower than this
-    (docs/benchmarks.md); the column matrix is only k*k times the small input.
+    Every full conv under 'fused': stems (3 input channels; 2x faster than XLA:CPU's conv op,
+    whose column matrix is only k*k times the small input) and mobilenet_v1_conv's 3x3 layers,
+    where XLA's conv op was 27x slower per train step despite the k*k larger columns
+    (docs/benchmarks.md).
     """
     k = w.shape[0]
     xp = _padded(x, k, stride, padding)

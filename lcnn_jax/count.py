@@ -57,6 +57,16 @@ class LayerCount:
         """Arithmetic intensity in FLOP per byte moved."""
         return self.flops / self.bytes if self.bytes else 0.0
 
+    @property
+    def stride(self) -> int:
+        """Spatial stride of a conv (out = ceil(in / stride) under either padding); 1 for dense."""
+        return max(1, round(self.in_shape[1] / self.out_shape[1])) if self.op != "dense" else 1
+
+    @property
+    def groups(self) -> int:
+        """feature_group_count of a conv (input channels / kernel input channels); 1 for dense."""
+        return self.in_shape[-1] // self.kernel_shape[2] if self.op != "dense" else 1
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready row."""
         d = dataclasses.asdict(self)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lcnn_jax.convs import conv2d, pad_amounts, resolve_impl  # noqa: F401 (pad_amounts re-exported)
+from lcnn_jax.convs import conv2d, resolve_impl
 from lcnn_jax.errors import ConfigError, unknown_choice
 from lcnn_jax.spec import ACTIVATIONS, BatchNormSpec
 
@@ -47,6 +47,15 @@ def host_variance_scaling(scale: float, mode: str, distribution: str):
         return jax.pure_callback(draw, jax.ShapeDtypeStruct(shape, dtype), data, vmap_method="sequential")
 
     return init
+
+
+def is_kernel(path, leaf) -> bool:
+    """True for a conv or dense weight leaf (`path` from tree_flatten_with_path): named 'kernel', >= 2 dims.
+
+    BN scales/biases and conv/dense biases are not kernels: weight decay, pruning and
+    quantization all leave them alone.
+    """
+    return bool(path) and getattr(path[-1], "key", None) == "kernel" and len(np.shape(leaf)) >= 2
 
 
 def activation(name: str):

@@ -58,19 +58,36 @@ def measure_machine() -> Machine:
     return Machine(peak_flops=peak_matmul_flops(), bandwidth=memory_bandwidth())
 
 
-def layer_seconds(layer, impl: str, padding: str, repeats: int = 5) -> float:
-    """Median forward time of one counted conv layer (lcnn_jax.count.LayerCount) run alone."""
+def layer_times(layers, impl: str, padding: str, train: bool = False, progress: str | None = None) -> list[float]:
+    """`layer_seconds` of every layer, each distinct shape timed once (repeated blocks share shapes)."""
+    from tqdm import tqdm
+
+    seen: dict[tuple, float] = {}
+    out = []
+    for layer in tqdm(layers, desc=progress, unit="layer", disable=progress is None):
+        key = (layer.in_shape, layer.kernel_shape, layer.out_shape)
+        if key not in seen:
+            seen[key] = layer_seconds(layer, impl, padding, train)
+        out.append(seen[key])
+    return out
+
+
+def layer_seconds(layer, impl: str, padding: str, train: bool = False, repeats: int = 5) -> float:
+    """Median time of one counted layer (lcnn_jax.count.LayerCount) run alone: forward, or with
+    `train` forward plus the input and kernel gradients for a random output cotangent."""
     from lcnn_jax.convs import conv2d
 
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], layer.in_shape, jnp.float32)
+    w = jax.random.normal(keys[1], layer.kernel_shape, jnp.float32)
     if layer.op == "dense":
-        x = jnp.ones(layer.in_shape, jnp.float32)
-        w = jnp.ones(layer.kernel_shape, jnp.float32)
-        _, runs = compile_and_times(jnp.matmul, x, w, repeats=repeats)
-        return statistics.median(runs)
-    n, h, _, c = layer.in_shape
-    stride = max(1, round(h / layer.out_shape[1]))
-    groups = c // layer.kernel_shape[2]
-    x = jax.random.normal(jax.random.key(0), layer.in_shape, jnp.float32)
-    w = jax.random.normal(jax.random.key(1), layer.kernel_shape, jnp.float32)
-    _, runs = compile_and_times(lambda x, w: conv2d(x, w, stride, padding, groups, impl), x, w, repeats=repeats)
+        fn = jnp.matmul
+    else:
+        def fn(x, w):
+            return conv2d(x, w, layer.stride, padding, layer.groups, impl)
+    if train:
+        g = jax.random.normal(keys[2], layer.out_shape, jnp.float32)
+        _, runs = compile_and_times(lambda x, w, g: jax.vjp(fn, x, w)[1](g), x, w, g, repeats=repeats)
+    else:
+        _, runs = compile_and_times(fn, x, w, repeats=repeats)
     return statistics.median(runs)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from lcnn_jax.count import count, count_spec
-from lcnn_jax.layers import pad_amounts
+from lcnn_jax.convs import pad_amounts
 from lcnn_jax.net import Net
 from lcnn_jax.presets import get_spec
 
@@ -159,3 +159,16 @@ def test_xla_overcounts_depthwise_kernel_gradients():
     xla = grad.lower(variables).compile().cost_analysis()["flops"]
     analytic = count(model, x).flops  # the kernel gradient costs as much as the forward conv
     assert xla > 10 * analytic
+
+
+def test_layer_geometry_strides_and_groups():
+    """LayerCount.stride/groups recover each op's conv arguments (used to time layers alone)."""
+    from lcnn_jax.count import count_spec
+    from lcnn_jax.presets import get_spec
+
+    layers = {r.name: r for r in count_spec(get_spec("mobilenet_v2", width=0.5, resolution=97)).layers}
+    stem, dw, pw, head = (layers[k] for k in ("stem/conv", "stage1_block0/dw/conv", "stage1_block0/project/conv", "classifier"))
+    assert (stem.stride, stem.groups) == (2, 1)
+    assert (dw.stride, dw.groups) == (2, dw.in_shape[-1]) and dw.groups > 1
+    assert (pw.stride, pw.groups) == (1, 1)
+    assert (head.stride, head.groups) == (1, 1)

@@ -41,6 +41,7 @@ import optax
 
 from lcnn_jax.count import Counts, count_spec
 from lcnn_jax.errors import ConfigError, unknown_choice
+from lcnn_jax.layers import is_kernel
 from lcnn_jax.spec import NetSpec
 
 DISTRIBUTIONS = ("uniform", "erk")
@@ -86,10 +87,6 @@ def _path(path) -> str:
     return "/".join(_key(k) for k in path)
 
 
-def _is_kernel(path, leaf) -> bool:
-    return bool(path) and _key(path[-1]) == "kernel" and len(jnp.shape(leaf)) >= 2
-
-
 def _is_depthwise(shape: tuple[int, ...]) -> bool:
     return len(shape) == 4 and shape[2] == 1
 
@@ -99,7 +96,7 @@ def _prunable(params, cfg: PruneConfig) -> dict[str, tuple[int, ...]]:
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         shape = tuple(jnp.shape(leaf))
-        if not _is_kernel(path, leaf) or math.prod(shape) < cfg.min_size:
+        if not is_kernel(path, leaf) or math.prod(shape) < cfg.min_size:
             continue
         if _is_depthwise(shape) and not cfg.prune_depthwise:
             continue
@@ -264,7 +261,7 @@ def find_prune_state(opt_state) -> PruneState | None:
 def _kernels(params, cfg: PruneConfig | None) -> dict[str, np.ndarray]:
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     if cfg is None:
-        return {_path(path): np.asarray(leaf) for path, leaf in leaves if _is_kernel(path, leaf)}
+        return {_path(path): np.asarray(leaf) for path, leaf in leaves if is_kernel(path, leaf)}
     wanted = _prunable(params, cfg)
     return {_path(path): np.asarray(leaf) for path, leaf in leaves if _path(path) in wanted}
 

@@ -47,7 +47,7 @@ import numpy as np
 import qwix
 
 from lcnn_jax.errors import ConfigError, unknown_choice
-from lcnn_jax.layers import Conv, force_native_convs
+from lcnn_jax.layers import Conv, force_native_convs, is_kernel
 
 BITS = (32, 8, 4)
 _CALIBRATION = "quant_calibration"  # flax collection the calibration pass sows input maxima into
@@ -70,10 +70,6 @@ def _bound(bits: int) -> float:
     return 2.0 ** (bits - 1) - 0.5
 
 
-def _is_kernel(path, leaf) -> bool:
-    return bool(path) and getattr(path[-1], "key", None) == "kernel" and len(np.shape(leaf)) >= 2
-
-
 # ---------------------------------------------------------------------------------------------
 # Model bytes
 
@@ -91,7 +87,7 @@ def model_bytes(params, bits: int) -> int:
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         shape = tuple(np.shape(leaf))
         size = math.prod(shape)
-        if bits < 32 and _is_kernel(path, leaf):
+        if bits < 32 and is_kernel(path, leaf):
             total += -(-size * bits // 8) + 4 * (shape[-1] + 1)
         else:
             total += 4 * size
@@ -136,7 +132,7 @@ def fake_quant_kernels(params, bits: int):
     bits = check_bits(bits)
 
     def leaf(path, p):
-        if bits == 32 or not _is_kernel(path, p):
+        if bits == 32 or not is_kernel(path, p):
             return p
         return fake_quant(p, bits, tuple(range(p.ndim - 1)))
 

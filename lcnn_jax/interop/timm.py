@@ -45,6 +45,10 @@ TIMM_MODELS: dict[str, TimmModel] = {
     "mobilenetv1_100": TimmModel("mobilenet_v1", width=1.0),
 }
 
+# The presets benchmarked against timm (benchmarks/), each with its identical timm architecture.
+TIMM_COUNTERPARTS = {"mobilenet_v2": "mobilenetv2_100", "mobilenet_v3_large": "mobilenetv3_large_100",
+                     "efficientnet_b0": "efficientnet_b0"}
+
 # A torch key maps to (collection, flax path, layout): 'conv' OIHW->HWIO, 'dense' (out,in)->(in,out).
 KeyMap = dict[str, tuple[str, tuple[str, ...], str]]
 _IGNORED_SUFFIXES = (".num_batches_tracked",)

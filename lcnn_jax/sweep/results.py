@@ -36,9 +36,8 @@ def row(run: Run) -> dict:
         r.update({k: summary[k] for k in COLUMNS if k in summary})
         scaling = summary.get("scaling") or {}
         r.update({k: scaling[k] for k in SCALING_FIELDS if k in scaling})
-        latency = summary.get("eval_latency_ms")
-        r["eval_latency_ms"] = latency.get("p50") if isinstance(latency, dict) else None
-        r["eval_latency_p90_ms"] = latency.get("p90") if isinstance(latency, dict) else None
+        latency = summary.get("eval_latency_ms") or {}  # {p50, p90}; absent until a run completes
+        r["eval_latency_ms"], r["eval_latency_p90_ms"] = latency.get("p50"), latency.get("p90")
     r.update(flatten(to_dict(run.config), "config."))
     return r
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from lcnn_jax.atomic import write_json_atomic
-from lcnn_jax.bench import compile_and_times
+from lcnn_jax.bench import StepTiming, compile_and_times
 from lcnn_jax.config import Config, from_json, to_dict
 from lcnn_jax.data.pipeline import Preprocess, TrainBatches, eval_batches, normalisation
 from lcnn_jax.data.sources import Split, load_split
@@ -120,9 +119,9 @@ def _latency_ms(model: Net, state: TrainState, spec: NetSpec, repeats: int = 20)
     """p50/p90 of a batch-1 eval forward pass, after compilation."""
     x = jnp.zeros((1, spec.resolution, spec.resolution, spec.in_channels), jnp.float32)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    _, runs = compile_and_times(lambda v, x: model.apply(v, x, train=False), variables, x, repeats=repeats)
-    times = sorted(t * 1e3 for t in runs)
-    return {"p50": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))]}
+    compile_s, runs = compile_and_times(lambda v, x: model.apply(v, x, train=False), variables, x, repeats=repeats)
+    timing = StepTiming(batch=1, compile_s=compile_s, seconds=tuple(runs))
+    return {"p50": timing.p50_ms, "p90": timing.p90_ms}
 
 
 def _progress(total: int, initial: int, enabled: bool):

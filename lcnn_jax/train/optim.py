@@ -6,6 +6,7 @@ import jax
 import optax
 
 from lcnn_jax.config import OptimConfig
+from lcnn_jax.layers import is_kernel
 
 
 def schedule(cfg: OptimConfig, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
@@ -28,7 +29,7 @@ def schedule(cfg: OptimConfig, steps_per_epoch: int, total_steps: int) -> optax.
 
 def decay_mask(params):
     """True for conv and dense kernels; BN scales/biases and all biases are not decayed."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: str(path[-1].key) == "kernel", params)
+    return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
 def optimizer(cfg: OptimConfig, lr: optax.Schedule) -> optax.GradientTransformation:
