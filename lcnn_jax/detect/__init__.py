@@ -1,0 +1,1 @@
+"""Lightweight detectors: SSD/SSDLite on MobileNets and YOLOv8, their losses, NMS and COCO evaluation."""
