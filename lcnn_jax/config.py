@@ -114,6 +114,41 @@ class ScalingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CompressConfig:
+    """Make the model cheaper while training: gradual magnitude pruning and quantization (lcnn_jax.compress)."""
+
+    sparsity: float = _f(0.0, low=0, high=1, high_open=True, help="target fraction of zero prunable kernel weights")
+    distribution: str = _f("uniform", choices=("uniform", "erk"), help="per-layer sparsity: same everywhere, or ERK")
+    structured: bool = _f(False, help="prune whole output channels instead of single weights")
+    prune_start: float = _f(0.1, low=0, high=1, help="fraction of training where the sparsity ramp starts")
+    prune_end: float = _f(0.75, low=0, high=1, help="fraction of training where the target sparsity is reached")
+    prune_every: int = _f(0, low=0, help="steps between mask updates in the ramp; 0 = 20 updates over the ramp")
+    bits: int = _f(32, choices=(32, 8, 4), help="quantization-aware training of kernels at this precision; 32 = float")
+    act_bits: int | None = _f(None, choices=(32, 8, 4), help="QAT bits of conv/dense inputs; None = 8 when bits < 32")
+    ptq_int8: bool = _f(False, help="after training, quantize the EMA weights to int8 (qwix) and evaluate them")
+    calibration_batches: int = _f(4, low=1, help="training batches that calibrate int8 activation scales")
+    calibration_percentile: float = _f(99.99, low=0, high=100, low_open=True,
+                                       help="int8 activation range: this percentile of |input|; 100 = max")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectConfig:
+    """Detection runs (task=detection): targets, augmentation, post-processing and the synthetic scenes."""
+
+    max_boxes: int = _f(16, low=1, help="ground-truth boxes per training image (padded / cut to this)")
+    crop_prob: float = _f(0.5, low=0, high=1, help="probability of a random box-preserving crop")
+    jitter_low: float = _f(0.75, low=0, low_open=True, help="scale jitter: smallest resize factor")
+    jitter_high: float = _f(1.25, low=0, low_open=True, help="scale jitter: largest resize factor")
+    iou_threshold: float = _f(0.45, low=0, high=1, low_open=True, help="NMS IoU threshold")
+    score_threshold: float = _f(0.01, low=0, high=1, help="detections scoring below this are dropped")
+    max_detections: int = _f(100, low=1, help="detections kept per image after NMS")
+    scenes_train: int = _f(6000, low=1, help="lcnn_detection_scenes: training scenes generated")
+    scenes_test: int = _f(1000, low=1, help="lcnn_detection_scenes: test scenes generated")
+    scenes_canvas: int = _f(128, low=32, help="lcnn_detection_scenes: canvas side in pixels")
+    scenes_seed: int = _f(0, help="lcnn_detection_scenes: generator seed (same seed, same bytes)")
+
+
+@dataclasses.dataclass(frozen=True)
 class WandbConfig:
     """Weights & Biases mirror of metrics.jsonl (offline unless WANDB_MODE/mode says otherwise)."""
 
@@ -130,11 +165,14 @@ class WandbConfig:
 class Config:
     """Everything a run needs; `config.json` in the workdir reproduces the run on its own."""
 
+    task: str = _f("classification", choices=("classification", "detection"), help="what the model learns")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     scaling: ScalingConfig = ScalingConfig()
+    compress: CompressConfig = CompressConfig()
+    detect: DetectConfig = DetectConfig()
     wandb: WandbConfig = WandbConfig()
 
 

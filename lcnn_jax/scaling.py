@@ -212,4 +212,6 @@ def solve(
         mid = (lo + hi) / 2
         fm = f(mid)
         lo, flo, hi, fhi = (mid, fm, hi, fhi) if fm <= 0 else (lo, flo, mid, fm)
-    return min((result(lo), result(hi)), key=lambda s: abs(math.log(s.ratio / s.target)))
+    # A side whose spec cannot be built (a resolution below the stride, when scaling down) never wins.
+    sides = [u for u, fu in ((lo, flo), (hi, fhi)) if math.isfinite(fu)]
+    return min((result(u) for u in sides), key=lambda s: abs(math.log(s.ratio / s.target)))

@@ -62,7 +62,7 @@ def test_int8_conv_matches_numpy_reference(case):
     w *= np.sign(flat[np.abs(flat).argmax(0), np.arange(features)])
     calib = [rng.standard_normal((4, 9, 10, c_in)).astype(np.float32) * s for s in (1.0, 3.0)]
     layer = Conv(features, kernel, stride, padding, depthwise)
-    q = ptq_int8(layer, {"params": {"kernel": jnp.asarray(w)}}, calib)
+    q = ptq_int8(layer, {"params": {"kernel": jnp.asarray(w)}}, calib, percentile=100)
 
     # Symmetric scales that map max|.| to 127.5 (qwix's int8 bound), float32 as in the model.
     x_scale = max(np.abs(b).max() for b in calib) / np.float32(127.5)  # max over all batches
@@ -77,6 +77,20 @@ def test_int8_conv_matches_numpy_reference(case):
     # QAT's fake quant of the kernel gives the same int8 grid, so QAT trains what PTQ stores.
     codes = np.clip(np.round(w / w_scale), -128, 127)
     np.testing.assert_allclose(fake_quant_kernels({"kernel": w}, 8)["kernel"], codes * w_scale, rtol=1e-6)
+
+
+@pytest.mark.parametrize("percentile", [99.0, 99.99])
+def test_activation_range_is_the_largest_per_batch_percentile(percentile):
+    rng = np.random.default_rng(1)
+    calib = [rng.standard_normal((4, 9, 10, 8)).astype(np.float32) * s for s in (3.0, 1.0)]
+    layer = Conv(8, 3)
+    w = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    q = ptq_int8(layer, {"params": {"kernel": jnp.asarray(w)}}, calib, percentile=percentile)
+    expected = max(np.percentile(np.abs(b), percentile) for b in calib) / 127.5
+    assert q.act_scales == {"": pytest.approx(expected, rel=1e-5)}
+    assert expected < max(np.abs(b).max() for b in calib) / 127.5  # the rare largest inputs are clipped
+    with pytest.raises(ConfigError, match="calibration percentile must be in"):
+        ptq_int8(layer, {"params": {"kernel": jnp.asarray(w)}}, calib, percentile=0)
 
 
 def tiny_net(name: str, width: float, depth: float | None = None):
@@ -203,6 +217,17 @@ def test_model_bytes(net):
     dense = model_bytes(params, 32)
     assert dense / 4.2 < model_bytes(params, 8) < dense / 3
     assert model_bytes(params, 8) / 2.2 < model_bytes(params, 4) < model_bytes(params, 8) / 1.5
+
+
+def test_sparse_model_bytes_store_a_bitmap_and_the_non_zero_weights():
+    kernel = np.zeros((3, 3, 4, 8), np.float32)
+    kernel.reshape(-1)[::4] = 1.0  # 72 of 288 non-zero: 75% sparse
+    params = {"conv": {"kernel": kernel, "bias": np.zeros(8)}}
+    assert model_bytes(params, 32, sparse=True) == 4 * 72 + 288 // 8 + 4 * 8
+    assert model_bytes(params, 8, sparse=True) == 72 + 288 // 8 + 4 * 9 + 4 * 8
+    # a dense kernel in the sparse format costs its bitmap more than the dense format
+    dense = {"conv": {"kernel": np.ones((3, 3, 4, 8), np.float32)}}
+    assert model_bytes(dense, 32, sparse=True) == model_bytes(dense, 32) + 36
 
 
 def test_ptq_needs_calibration_batches():

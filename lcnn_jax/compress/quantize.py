@@ -10,9 +10,9 @@ default) qwix silently quantized only the Dense head and left every conv float.
   0.0099 on logits of magnitude 0.97): kernels stored as int8 `QArray`s with per-output-channel
   scales, each conv/dense an int8 x int8 op accumulating in int32 (`i32` in the jaxpr), then
   rescaled, i.e. the deployed arithmetic rather than a simulation. Activation scales are static
-  and per tensor, from max|x| over all the calibration batches: lcnn measures the maxima
-  (`_calibrate`) because qwix's own statistics average per-example maxima, then hands them to
-  `qwix.quantize_params` as its quant stats.
+  and per tensor, clipped at the 99.99th percentile of |x| (the largest over the calibration
+  batches): lcnn measures the ranges (`_calibrate`) because qwix's own statistics average
+  per-example maxima, then hands them to `qwix.quantize_params` as its quant stats.
 - QAT: fake quant written here (~25 lines), because neither library trains lcnn's convs:
   * qwix's `QtProvider` (int8) fails in the backward pass of the depthwise conv:
     "ValueError: conv_general_dilated lhs feature dimension size divided by feature_group_count
@@ -50,7 +50,7 @@ from lcnn_jax.errors import ConfigError, unknown_choice
 from lcnn_jax.layers import Conv, force_native_convs, is_kernel
 
 BITS = (32, 8, 4)
-_CALIBRATION = "quant_calibration"  # flax collection the calibration pass sows input maxima into
+_CALIBRATION = "quant_calibration"  # flax collection the calibration pass sows input ranges into
 
 
 def check_bits(bits: Any) -> int:
@@ -74,23 +74,28 @@ def _bound(bits: int) -> float:
 # Model bytes
 
 
-def model_bytes(params, bits: int) -> int:
+def model_bytes(params, bits: int, sparse: bool = False) -> int:
     """Bytes of `params` with kernels stored at `bits` (packed) plus their float32 scales.
 
     Kernels are leaves named "kernel" with >= 2 dims (conv HWIO, dense (in, out)). Below 32 bits
     each also stores one float32 weight scale per output channel and one float32 activation
     scale for its input. Everything else (BN, biases; BN statistics when a whole variables dict
-    is passed) counts as float32. Shapes only, so abstract params work.
+    is passed) counts as float32. `sparse` stores each kernel as a bitmap (1 bit per weight) plus
+    its non-zero values only, the usual format for unstructured sparsity, and needs concrete
+    values; otherwise shapes suffice, so abstract params work.
     """
     bits = check_bits(bits)
     total = 0
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         shape = tuple(np.shape(leaf))
         size = math.prod(shape)
-        if bits < 32 and is_kernel(path, leaf):
-            total += -(-size * bits // 8) + 4 * (shape[-1] + 1)
-        else:
+        if not is_kernel(path, leaf):
             total += 4 * size
+            continue
+        stored = int(np.count_nonzero(np.asarray(leaf))) if sparse else size
+        total += -(-stored * bits // 8) + (-(-size // 8) if sparse else 0)
+        if bits < 32:
+            total += 4 * (shape[-1] + 1)
     return total
 
 
@@ -197,34 +202,38 @@ def qat_model(model: nn.Module, bits: int, act_bits: int | None = None):
 # Post-training int8 quantization (qwix)
 
 
-def _input_absmax(next_fun, args, kwargs, context):
-    """Interceptor that sows max|input| of every lcnn Conv and Dense into the calibration collection."""
-    is_conv = isinstance(context.module, Conv) and context.method_name == "convolve"
-    is_dense = isinstance(context.module, nn.Dense) and context.method_name == "__call__"
-    if is_conv or is_dense:
-        context.module.sow(
-            _CALIBRATION, "absmax", jnp.max(jnp.abs(args[0])),
-            reduce_fn=jnp.maximum, init_fn=lambda: jnp.zeros((), jnp.float32),
-        )
-    return next_fun(*args, **kwargs)
+def _input_range(percentile: float):
+    """Interceptor that sows the `percentile`-th percentile of |input| of every lcnn Conv and Dense."""
+
+    def interceptor(next_fun, args, kwargs, context):
+        is_conv = isinstance(context.module, Conv) and context.method_name == "convolve"
+        is_dense = isinstance(context.module, nn.Dense) and context.method_name == "__call__"
+        if is_conv or is_dense:
+            magnitude = jnp.abs(args[0])
+            value = jnp.max(magnitude) if percentile >= 100 else jnp.percentile(magnitude, percentile)
+            context.module.sow(_CALIBRATION, "range", value, reduce_fn=jnp.maximum,
+                               init_fn=lambda: jnp.zeros((), jnp.float32))
+        return next_fun(*args, **kwargs)
+
+    return interceptor
 
 
-def _calibrate(model: nn.Module, variables, batches: Iterable) -> dict[tuple[str, ...], float]:
-    """{module path: max|input| over all batches} for every conv/dense layer, in eval mode."""
+def _calibrate(model: nn.Module, variables, batches: Iterable, percentile: float) -> dict[tuple[str, ...], float]:
+    """{module path: clipping range of its input} for every conv/dense layer: the largest per-batch percentile."""
 
     @jax.jit
     def run(variables, x):
-        with nn.intercept_methods(_input_absmax):
+        with nn.intercept_methods(_input_range(percentile)):
             _, state = model.apply(variables, x, mutable=[_CALIBRATION])
         return state[_CALIBRATION]
 
-    maxima: dict[tuple[str, ...], float] = {}
+    ranges: dict[tuple[str, ...], float] = {}
     for x in batches:
         flat = flax.traverse_util.flatten_dict(jax.device_get(run(variables, jnp.asarray(x))))
         for path, value in flat.items():
-            key = path[:-1]  # drop the "absmax" leaf name
-            maxima[key] = max(maxima.get(key, 0.0), float(value))
-    return maxima
+            key = path[:-1]  # drop the "range" leaf name
+            ranges[key] = max(ranges.get(key, 0.0), float(value))
+    return ranges
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,8 +250,13 @@ class Int8Model:
         return self.apply_fn(self.variables, jnp.asarray(x))
 
 
-def ptq_int8(model: nn.Module, variables, calibration_batches: Iterable) -> Int8Model:
-    """Int8 weights (per output channel) and activations (per tensor, max over the batches).
+def ptq_int8(model: nn.Module, variables, calibration_batches: Iterable, percentile: float = 99.99) -> Int8Model:
+    """Int8 weights (per output channel) and activations (per tensor, clipped at a percentile of |x|).
+
+    The activation range of a layer is the `percentile`-th percentile of |input| (100 = the
+    maximum), the largest over the calibration batches. Clipping the rare largest inputs
+    (TensorRT's percentile calibration) gives the bulk finer steps: on the quickstart model
+    99.99 kept 98.1% of test predictions unchanged where the maximum kept 97.5%.
 
     `model` is an lcnn `Net` (or any module of lcnn `Conv`s and `nn.Dense`s) called as
     ``model.apply(variables, x)`` in eval mode; BN, residual adds, pooling and SE gates stay float.
@@ -250,7 +264,9 @@ def ptq_int8(model: nn.Module, variables, calibration_batches: Iterable) -> Int8
     batches = [jnp.asarray(x) for x in calibration_batches]
     if not batches:
         raise ConfigError("ptq_int8 needs at least one calibration batch")
-    maxima = _calibrate(model, variables, batches)
+    if not 0 < percentile <= 100:
+        raise ConfigError(f"calibration percentile must be in (0, 100], got {percentile}")
+    maxima = _calibrate(model, variables, batches, percentile)
     rule = qwix.QuantizationRule(
         module_path=".*", weight_qtype=jnp.int8, act_qtype=jnp.int8, act_static_scale=True,
     )

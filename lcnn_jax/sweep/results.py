@@ -14,7 +14,8 @@ from lcnn_jax.sweep.runner import Run, read_summary, run_state
 COLUMNS = (
     "run_id", "state", "status", "model", "strategy", "target", "phi", "alpha", "beta", "gamma", "seed",
     "realised_ratio", "macs_error", "within_tolerance", "depth", "width", "resolution", "knob", "macs", "params",
-    "activations", "eval_latency_ms", "eval_latency_p90_ms", "train_img_per_s", "compile_s", "top1", "ema_top1", "top5", "ema_top5", "loss",
+    "activations", "bits", "sparsity", "effective_params", "effective_macs", "model_bytes", "ptq_top1", "ptq_agreement",
+    "eval_latency_ms", "eval_latency_p90_ms", "train_img_per_s", "compile_s", "top1", "ema_top1", "top5", "ema_top5", "loss",
     "wall_s", "scaling_note",
 )
 # Fields of the scaling record (see lcnn_jax.resolve) copied into a row.

@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from lcnn_jax.atomic import write_json_atomic
 from lcnn_jax.bench import StepTiming, compile_and_times
+from lcnn_jax.compress.quantize import qat_model
 from lcnn_jax.config import Config, from_json, to_dict
 from lcnn_jax.data.pipeline import Preprocess, TrainBatches, eval_batches, normalisation
 from lcnn_jax.data.sources import Split, load_split
@@ -35,7 +36,8 @@ from lcnn_jax.spec import NetSpec
 from lcnn_jax.train import devices
 from lcnn_jax.train.checkpoints import Checkpoints
 from lcnn_jax.train.metrics import MetricLog, WandbMirror
-from lcnn_jax.train.optim import optimizer, schedule
+from lcnn_jax.train.compressed import compress_summary, ptq_evaluate
+from lcnn_jax.train.optim import schedule, train_transform
 from lcnn_jax.train.state import TrainState, create_state
 from lcnn_jax.train.steps import make_eval_step, make_train_step
 
@@ -77,7 +79,8 @@ class _Setup:
     eval_split: Split
     spec: NetSpec
     scaling: dict  # resolve_model's record ({} without scaling)
-    model: Net
+    model: Net  # the float network (latency, int8 PTQ)
+    trained: object  # what trains and evaluates: `model`, or its fake-quantized QAT wrapper
     prep: Preprocess  # normalised by the training split's statistics
     mesh: Mesh
     repl: NamedSharding  # weights and train state
@@ -92,10 +95,11 @@ def _setup(config: Config) -> _Setup:
     eval_split = load_split(cfg_d.dataset, cfg_d.eval_split, cfg_d.data_dir)
     spec, scaling = resolve_model(config, train_split.num_classes)
     model = Net(spec, impl=config.model.impl)
+    trained = qat_model(model, config.compress.bits, config.compress.act_bits)
     mesh = devices.data_mesh()
     prep = Preprocess(spec.resolution, spec.in_channels, *normalisation(train_split))
-    return _Setup(train_split, eval_split, spec, scaling, model, prep, mesh, devices.replicated(mesh),
-                  devices.batch_sharded(mesh), devices.jit_eval_step(make_eval_step(model), mesh))
+    return _Setup(train_split, eval_split, spec, scaling, model, trained, prep, mesh, devices.replicated(mesh),
+                  devices.batch_sharded(mesh), devices.jit_eval_step(make_eval_step(trained), mesh))
 
 
 def _evaluate(eval_fn, state: TrainState, split: Split, config: Config, prep: Preprocess, sharding) -> dict:
@@ -148,15 +152,14 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     s = _setup(config)
     spec, model, prep, repl, data_sharding = s.spec, s.model, s.prep, s.repl, s.data
     batches = TrainBatches(s.train_split, cfg_d, prep, cfg_d.batch_size, cfg_t.seed)  # checks the batch size
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(workdir / "config.json", to_dict(config))
     spe = batches.steps_per_epoch
     total_steps = max(1, math.ceil(cfg_t.epochs * spe))
     eval_every = max(1, int(round(cfg_t.eval_every_epochs * spe)))
-
     lr = schedule(config.optim, spe, total_steps)
-    tx = optimizer(config.optim, lr)
+    tx = train_transform(config, lr, total_steps)  # checks the compress config
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(workdir / "config.json", to_dict(config))
     init_key, dropout_key = jax.random.split(jax.random.key(cfg_t.seed))
     state = jax.device_put(create_state(_initial_variables(model, spec, config, init_key), tx), repl)
     ckpts = Checkpoints(workdir / "ckpt", cfg_t.checkpoint_every_steps, cfg_t.keep_checkpoints)
@@ -168,7 +171,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     wb = WandbMirror(config.wandb, workdir, to_dict(config), resume=resume)
 
     train_step = devices.jit_train_step(
-        make_train_step(model, tx, label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay,
+        make_train_step(s.trained, tx, label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay,
                         precision=cfg_t.precision, base_key=dropout_key),
         s.mesh,
     )
@@ -242,6 +245,10 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
             compile_s=compile_s, data_wait_s=data_wait,
         )
         if status == "completed":
+            summary.update(compress_summary(config, counts, state.params, total_steps))
+            if config.compress.ptq_int8:
+                ema = {"params": state.ema_params, "batch_stats": state.batch_stats}
+                summary.update(ptq_evaluate(model, ema, config, s.train_split, s.eval_split, prep))
             summary["eval_latency_ms"] = _latency_ms(model, state, spec)
         summary["wall_s"] = time.perf_counter() - t_start
         write_json_atomic(workdir / "summary.json", summary)
@@ -268,7 +275,7 @@ def evaluate_workdir(workdir: str | Path) -> dict:
             raise ConfigError(f"{str(workdir)!r} has no checkpoint yet")
         s = _setup(config)
         # The restore target: the TrainState's structure, dtypes and shardings (its values are replaced).
-        tx = optimizer(config.optim, schedule(config.optim, 1, 1))
+        tx = train_transform(config, schedule(config.optim, 1, 1), 1)
         target = create_state(init_variables(s.model, s.spec.resolution, s.spec.in_channels), tx)
         state = ckpts.restore(step, jax.device_put(target, s.repl))
     finally:

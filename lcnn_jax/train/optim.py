@@ -5,7 +5,9 @@ from __future__ import annotations
 import jax
 import optax
 
-from lcnn_jax.config import OptimConfig
+from lcnn_jax.compress.pruning import PruneConfig, prune
+from lcnn_jax.config import CompressConfig, Config, OptimConfig
+from lcnn_jax.errors import ConfigError
 from lcnn_jax.layers import is_kernel
 
 
@@ -51,3 +53,30 @@ def optimizer(cfg: OptimConfig, lr: optax.Schedule) -> optax.GradientTransformat
                               eps_in_sqrt=True, momentum=cfg.momentum or None)
             )
     return optax.chain(*parts)
+
+
+def prune_config(cfg: CompressConfig, total_steps: int) -> PruneConfig | None:
+    """The pruning schedule `cfg` asks for over `total_steps` (None when it asks for none)."""
+    if cfg.prune_start > cfg.prune_end:
+        raise ConfigError(
+            f"compress.prune_start ({cfg.prune_start}) must not be after compress.prune_end ({cfg.prune_end})"
+        )
+    if cfg.sparsity == 0:
+        return None
+    ramp = (cfg.prune_end - cfg.prune_start) * total_steps
+    # 20 mask updates over the ramp by default: finer steps only cost compute, coarser ones
+    # remove many weights at once and hurt accuracy in short runs.
+    every = cfg.prune_every or max(1, int(ramp // 20))
+    return PruneConfig(sparsity=cfg.sparsity, distribution=cfg.distribution, start_fraction=cfg.prune_start,
+                       end_fraction=cfg.prune_end, update_every=every, structured=cfg.structured)
+
+
+def train_transform(config: Config, lr: optax.Schedule, total_steps: int) -> optax.GradientTransformation:
+    """The optimiser, followed by gradual magnitude pruning when `config.compress.sparsity` > 0.
+
+    Every restore target must be built by this same function: the pruning masks live in the
+    optimiser state, so the state's structure depends on the compress config.
+    """
+    tx = optimizer(config.optim, lr)
+    pcfg = prune_config(config.compress, total_steps)
+    return tx if pcfg is None else optax.chain(tx, prune(pcfg, total_steps))

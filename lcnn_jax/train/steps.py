@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lcnn_jax.compress.pruning import apply_masks, find_prune_state
 from lcnn_jax.train.state import TrainState
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -46,6 +47,10 @@ def make_train_step(model, tx, *, label_smoothing: float, ema_decay: float, prec
         # not dragged towards the random initialisation in short runs.
         decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+        pruning = find_prune_state(opt_state)  # found at trace time: the state's structure is static
+        if pruning is not None:
+            # The average of a pruned weight only decays towards zero; keep the EMA as sparse as the weights.
+            ema = apply_masks(ema, pruning.masks)
         finite = jnp.isfinite(loss)
         new_state = state.replace(
             step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, ema_params=ema,
