@@ -184,3 +184,24 @@ def test_a_training_experiment_runs_end_to_end_and_reuses_its_runs(tiny_data, tm
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [(r / "summary.json").stat().st_mtime for r in runs] == mtimes
+
+
+def test_compress_vs_scale_lines_up_the_methods_at_matched_bytes(tmp_path):
+    from lcnn_jax.config import flatten
+
+    result = fake_results("compress_vs_scale", tmp_path)
+    for r in result.rows:  # what a run's summary adds for compression, as the loop computes it
+        r.update(flatten(r["config"], "config."))
+        sparsity, bits = r["config.compress.sparsity"], r["config.compress.bits"]
+        kernel_bytes = r["params"] * bits / 8
+        r.update(model_bytes=kernel_bytes * (1 - sparsity) + (r["params"] / 8 if sparsity else 0),
+                 effective_macs=r["macs"] * (1 - 0.8 * sparsity), ptq_model_bytes=r["params"] * (1 - sparsity),
+                 ptq_top1=r["ema_top1"] and r["ema_top1"] - 0.004, ptq_agreement=0.985)
+    EXPERIMENTS["compress_vs_scale"].analysis().analyze(result)
+    table = (result.out / "table.md").read_text()
+    for label in ("75% sparse", "W8A8 QAT", "W4A8 QAT", "int8 PTQ of the base", "75% sparse + int8 PTQ", "Matched bytes"):
+        assert label in table, label
+    # at a quarter of the base's bytes: int8 (exactly 1/4 here), width 1/4 and 75% pruning are compared
+    quarter = [line for line in table.splitlines() if line.startswith("| 0.25x")]
+    assert {"int8 PTQ", "quantize", "prune"} <= {line.split("|")[2].strip() for line in quarter}
+    assert {p.name for p in result.out.glob("*.png")} == {"top1_vs_bytes.png", "top1_vs_macs.png"}

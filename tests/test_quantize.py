@@ -19,13 +19,14 @@ from lcnn_jax.net import Net, init_variables
 from lcnn_jax.presets import get_spec
 
 
-def numpy_int8_conv(x, w, stride, padding, groups, x_scale, w_scale):
-    """Quantize x (per tensor) and w (per output channel) to int8, convolve in int32, dequantize."""
-    qx = np.clip(np.round(x / x_scale), -128, 127).astype(np.int8)
+def numpy_int8_conv(x, w, stride, padding, groups, x_scale, w_scale, x_zero=0):
+    """Quantize x (per tensor, with a zero point) and w (per output channel) to int8, convolve in int32, dequantize."""
+    qx = np.clip(np.round(x / x_scale + x_zero), -128, 127).astype(np.int8)
     qw = np.clip(np.round(w / w_scale), -128, 127).astype(np.int8)
     k = w.shape[0]
     (pt, pb), (pl, pr) = pad_amounts(x.shape[1], k, stride, padding), pad_amounts(x.shape[2], k, stride, padding)
-    xp = np.pad(qx.astype(np.int32), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    # Padding is a real 0, i.e. the zero point: pad the zero-point-free codes with 0.
+    xp = np.pad(qx.astype(np.int32) - x_zero, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     n, hp, wp, c_in = xp.shape
     ho, wo = (hp - k) // stride + 1, (wp - k) // stride + 1
     c_out = w.shape[-1]
@@ -49,8 +50,9 @@ CONV_CASES = {  # features, kernel, stride, padding, depthwise
 }
 
 
+@pytest.mark.parametrize("asymmetric", [False, True], ids=["symmetric", "asymmetric"])
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_int8_conv_matches_numpy_reference(case):
+def test_int8_conv_matches_numpy_reference(case, asymmetric):
     features, kernel, stride, padding, depthwise = CONV_CASES[case]
     rng = np.random.default_rng(0)
     c_in = 8
@@ -60,19 +62,26 @@ def test_int8_conv_matches_numpy_reference(case):
     # tie that the last ulp of the division breaks either way, a positive one saturates at 127.
     flat = w.reshape(-1, features)
     w *= np.sign(flat[np.abs(flat).argmax(0), np.arange(features)])
-    calib = [rng.standard_normal((4, 9, 10, c_in)).astype(np.float32) * s for s in (1.0, 3.0)]
+    # inputs shifted positive, as after swish: the asymmetric grid puts its zero point off centre
+    calib = [rng.standard_normal((4, 9, 10, c_in)).astype(np.float32) * s + 1.0 for s in (1.0, 3.0)]
     layer = Conv(features, kernel, stride, padding, depthwise)
-    q = ptq_int8(layer, {"params": {"kernel": jnp.asarray(w)}}, calib, percentile=100)
+    q = ptq_int8(layer, {"params": {"kernel": jnp.asarray(w)}}, calib, percentile=100, asymmetric=asymmetric)
 
-    # Symmetric scales that map max|.| to 127.5 (qwix's int8 bound), float32 as in the model.
-    x_scale = max(np.abs(b).max() for b in calib) / np.float32(127.5)  # max over all batches
+    # Weights: symmetric scales that map max|w| to 127.5 (qwix's int8 bound). Inputs: min..max
+    # over all batches onto -128..127 with a zero point, or max|x| onto 127.5. float32 as in the model.
+    low, high = min(b.min() for b in calib), max(b.max() for b in calib)
+    if asymmetric:
+        x_scale = np.float32(high - low) / np.float32(255)
+        x_zero = int(np.round(-128 - np.float32(low) / x_scale))
+    else:
+        x_scale, x_zero = max(-low, high) / np.float32(127.5), 0
     w_scale = np.abs(w).max(axis=(0, 1, 2)) / np.float32(127.5)
     assert q.act_scales == {"": pytest.approx(x_scale, rel=1e-6)}
     ints = [leaf for leaf in jax.tree.leaves(q.variables) if leaf.dtype == jnp.int8]
-    assert [leaf.shape for leaf in ints] == [w.shape]  # the kernel is stored as int8
+    assert [leaf.shape for leaf in ints if leaf.size > 1] == [w.shape]  # the kernel is stored as int8 (+ zero point)
 
     x = calib[0]
-    ref = numpy_int8_conv(x, w, stride, padding, c_in if depthwise else 1, x_scale, w_scale)
+    ref = numpy_int8_conv(x, w, stride, padding, c_in if depthwise else 1, x_scale, w_scale, x_zero)
     np.testing.assert_allclose(np.asarray(q(x)), ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
     # QAT's fake quant of the kernel gives the same int8 grid, so QAT trains what PTQ stores.
     codes = np.clip(np.round(w / w_scale), -128, 127)
@@ -86,9 +95,11 @@ def test_activation_range_is_the_largest_per_batch_percentile(percentile):
     layer = Conv(8, 3)
     w = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
     q = ptq_int8(layer, {"params": {"kernel": jnp.asarray(w)}}, calib, percentile=percentile)
-    expected = max(np.percentile(np.abs(b), percentile) for b in calib) / 127.5
+    low = min(np.percentile(b, 100 - percentile) for b in calib)
+    high = max(np.percentile(b, percentile) for b in calib)
+    expected = (high - low) / 255  # asymmetric by default: the signed range onto all 256 codes
     assert q.act_scales == {"": pytest.approx(expected, rel=1e-5)}
-    assert expected < max(np.abs(b).max() for b in calib) / 127.5  # the rare largest inputs are clipped
+    assert expected < (max(b.max() for b in calib) - min(b.min() for b in calib)) / 255  # the extremes are clipped
     with pytest.raises(ConfigError, match="calibration percentile must be in"):
         ptq_int8(layer, {"params": {"kernel": jnp.asarray(w)}}, calib, percentile=0)
 
