@@ -22,6 +22,19 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         raise
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Replace `path` with `data` in one rename (images, binary files)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """`obj` as indented JSON (numpy scalars as floats), written atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, default=float) + "\n")

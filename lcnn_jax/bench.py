@@ -101,10 +101,9 @@ def bench_spec(spec, batch: int, train: bool, *, impl: str = "auto", steps: int 
     images = jax.random.normal(kx, (batch, spec.resolution, spec.resolution, spec.in_channels), jnp.float32)
     if train:
         tx = optax.sgd(0.01, momentum=0.9)
-        step_fn = make_train_step(model, tx, label_smoothing=0.0, ema_decay=0.9999, precision="float32",
-                                  base_key=jax.random.key(seed))
+        step_fn = make_train_step(model, tx, label_smoothing=0.0, ema_decay=0.9999, precision="float32")
         data = {"image": images, "label": jax.random.randint(ky, (batch,), 0, spec.num_classes)}
-        state = create_state(variables, tx)
+        state = create_state(variables, tx, jax.random.key(seed))
         t0 = time.perf_counter()
         compiled = jax.jit(step_fn, donate_argnums=0).lower(state, data).compile()
         compile_s = time.perf_counter() - t0

@@ -113,7 +113,8 @@ def _cmd_train(args) -> int:
     except Diverged as e:
         print(f"lcnn train: diverged: {e} (see {workdir}/summary.json)", file=sys.stderr)
         return 1
-    keys = ("status", "top1", "ema_top1", "top5", "loss", "train_img_per_s", "compile_s", "wall_s")
+    quality = ("map", "ema_map", "map50", "ema_map50") if config.task == "detection" else ("top1", "ema_top1", "top5")
+    keys = ("status", *quality, "loss", "train_img_per_s", "compile_s", "wall_s")
     print(json.dumps({k: summary.get(k) for k in keys}, default=float))
     return 0
 
@@ -124,6 +125,24 @@ def _cmd_eval(args) -> int:
 
     enable_compilation_cache()
     print(json.dumps(evaluate_workdir(args.workdir), default=float))
+    return 0
+
+
+def _cmd_detect(args) -> int:
+    from pathlib import Path
+
+    from lcnn_jax.detect.draw import detect, draw, run_config
+    from lcnn_jax.runtime import enable_compilation_cache
+
+    run_config(args.workdir)  # a detection run, before any image or model work
+    if not Path(args.image).is_file():
+        raise ConfigError(f"image {args.image!r} does not exist")
+    if not Path(args.out).absolute().parent.is_dir():
+        raise ConfigError(f"the folder of {args.out!r} does not exist")
+    enable_compilation_cache()
+    found = detect(args.workdir, args.image, args.score)
+    draw(found["image"], found["boxes"], found["scores"], found["classes"], found["names"], args.out)
+    print(json.dumps({"step": found["step"], "detections": len(found["scores"]), "out": args.out}))
     return 0
 
 
@@ -280,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workdir")
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser("detect", help="draw a detection run's boxes (newest checkpoint, EMA weights) on an image")
+    p.add_argument("workdir", help="a task=detection run directory")
+    p.add_argument("image", help="PNG or JPEG, grayscale or RGB (resized to the run's resolution)")
+    p.add_argument("out", help="the PNG to write")
+    p.add_argument("--score", type=float, default=0.3, help="smallest score drawn (default 0.3)")
+    p.set_defaults(func=_cmd_detect)
+
     p = sub.add_parser("sweep", help="run, inspect and report scaling sweeps (W&B sweep files)")
     sweeps = p.add_subparsers(dest="sweep_command", required=True, parser_class=_Parser)
     _add_sweep_commands(sweeps)
@@ -309,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Commands whose speed depends on the allocator (see lcnn_jax.runtime).
-_HEAVY = {"train", "eval", "bench", "sweep", "experiment"}
+_HEAVY = {"train", "eval", "detect", "bench", "sweep", "experiment"}
 
 
 def run() -> None:

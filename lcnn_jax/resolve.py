@@ -16,6 +16,34 @@ from lcnn_jax.presets import get_spec
 from lcnn_jax.spec import NetSpec
 
 
+# task=detection keeps the classification default in data.dataset; it then means the synthetic scenes.
+CLASSIFICATION_DEFAULT_DATASET = DataConfig().dataset
+
+
+def dataset_name(config: Config) -> str:
+    """The dataset a run reads: data.dataset, except that a detection run left at the classification
+    default (fashion_mnist) reads the synthetic detection scenes built from Fashion-MNIST."""
+    if config.task == "detection" and config.data.dataset == CLASSIFICATION_DEFAULT_DATASET:
+        from lcnn_jax.data.detection_scenes import NAME
+
+        return NAME
+    return config.data.dataset
+
+
+def num_classes(config: Config) -> int:
+    """Class count of the run's dataset (detection: foreground classes)."""
+    if config.task != "detection":
+        return dataset_num_classes(config.data)
+    from lcnn_jax.data.detection_scenes import CLASS_NAMES, NAME
+
+    name = dataset_name(config)
+    if name == NAME:
+        return len(CLASS_NAMES)
+    from lcnn_jax.data.sources import builder_for
+
+    return int(builder_for(name, config.data.data_dir).info.features["objects"]["label"].num_classes)
+
+
 def dataset_num_classes(data: DataConfig) -> int:
     """Class count of the configured dataset (well-known ones without touching disk)."""
     from lcnn_jax.data.catalog import KNOWN
@@ -28,9 +56,14 @@ def dataset_num_classes(data: DataConfig) -> int:
     return int(label.num_classes)
 
 
-def base_spec(config: Config, num_classes: int) -> NetSpec:
-    """The model.* network: a preset, or the architecture of `model.init_from`."""
+def base_spec(config: Config, num_classes: int):
+    """The model.* network: a preset, the architecture of `model.init_from`, or (task=detection) a detector spec."""
     m = config.model
+    from lcnn_jax.detect.registry import check_model_name, detector_spec
+
+    check_model_name(m.name, config.task)
+    if config.task == "detection":
+        return detector_spec(m, num_classes)
     if m.init_from:
         from lcnn_jax.interop.pretrained import spec_from_record
 
@@ -67,7 +100,10 @@ def coefficients(s: ScalingConfig):
 
 
 def resolve_model(config: Config, num_classes: int) -> tuple[NetSpec, dict]:
-    """(spec, scaling record) of a run; the record is empty when scaling.strategy is none."""
+    """(spec, scaling record) of a run; the record is empty when scaling.strategy is none.
+
+    The spec is a NetSpec, or a detector spec (lcnn_jax.detect.registry) when task=detection.
+    """
     base = base_spec(config, num_classes)
     s = config.scaling
     if s.strategy == "none":

@@ -11,7 +11,8 @@ Every strategy is a one-knob family of specs grown from a base spec:
 
 `solve` finds the knob whose *realised* MACs (after round_filters/round_repeats and pixel
 rounding, measured by the counter) are nearest to `target` x the base's MACs, and reports when
-rounding leaves no value within the tolerance.
+rounding leaves no value within the tolerance. Specs are classifier `NetSpec`s or detector specs
+(anything with `.scale(depth, width, resolution)`, `.resolution`, `.depth` and `.width`).
 """
 
 from __future__ import annotations
@@ -65,10 +66,18 @@ def multipliers(strategy: str, knob: float, coeffs: Coefficients = Coefficients(
     raise unknown_choice("scaling strategy", strategy, STRATEGIES)
 
 
-def apply(base: NetSpec, strategy: str, knob: float, coeffs: Coefficients = Coefficients()) -> NetSpec:
-    """`base` grown by `strategy` at `knob` (resolution rounded to whole pixels)."""
+def apply(base, strategy: str, knob: float, coeffs: Coefficients = Coefficients()):
+    """`base` grown by `strategy` at `knob` (resolution rounded to whole pixels, or to the spec's
+    `resolution_step` where it has one, e.g. YOLO's 32).
+
+    `base` is a NetSpec or any spec with a `.scale(depth, width, resolution)` method (detectors).
+    """
     d, w, r = multipliers(strategy, knob, coeffs)
-    return scale(base, depth=d, width=w, resolution=max(1, int(round(base.resolution * r))))
+    step = getattr(base, "resolution_step", 1)
+    res = max(step, step * int(round(base.resolution * r / step)))
+    if isinstance(base, NetSpec):
+        return scale(base, depth=d, width=w, resolution=res)
+    return base.scale(depth=d, width=w, resolution=res)
 
 
 def initial_knob(strategy: str, target: float, coeffs: Coefficients = Coefficients()) -> float:
@@ -130,19 +139,23 @@ class Scaled:
 
 
 @functools.lru_cache(maxsize=4096)
-def counts(spec: NetSpec) -> Counts:
-    """Counter totals of `spec` at batch 1, memoised: specs are frozen and hashable, and the solver,
-    dry runs and training all count the same few specs."""
-    return count_spec(spec)
+def counts(spec) -> Counts:
+    """Counter totals of `spec` (a NetSpec or a detector spec) at batch 1, memoised: specs are frozen
+    and hashable, and the solver, dry runs and training all count the same few specs."""
+    if isinstance(spec, NetSpec):
+        return count_spec(spec)
+    from lcnn_jax.detect.registry import count_detector  # flax detector modules load only when needed
+
+    return count_detector(spec)
 
 
-def realised_macs(spec: NetSpec) -> int:
+def realised_macs(spec) -> int:
     """MACs of `spec` from the counter (memoised)."""
     return counts(spec).macs
 
 
 def solve(
-    base: NetSpec, strategy: str, target: float, coeffs: Coefficients = Coefficients(), tolerance: float = 0.05,
+    base, strategy: str, target: float, coeffs: Coefficients = Coefficients(), tolerance: float = 0.05,
     max_iterations: int = 60, max_refinements: int = 16,
 ) -> Scaled:
     """The knob of `strategy` whose realised MACs are nearest to `target` x base (log scale).

@@ -30,9 +30,9 @@ def steps(out_path: str) -> None:
     init_key, drop_key = jax.random.split(jax.random.key(0))
     mesh = devices.data_mesh()
     data = devices.batch_sharded(mesh)
-    state = jax.device_put(create_state(init_variables(model, 32, key=init_key), tx), devices.replicated(mesh))
+    state = jax.device_put(create_state(init_variables(model, 32, key=init_key), tx, drop_key), devices.replicated(mesh))
     step = devices.jit_train_step(
-        make_train_step(model, tx, label_smoothing=0.1, ema_decay=0.99, precision="float32", base_key=drop_key), mesh
+        make_train_step(model, tx, label_smoothing=0.1, ema_decay=0.99, precision="float32"), mesh
     )
     rng = np.random.default_rng(0)
     losses = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -57,6 +58,21 @@ class YoloSpec:
         # nearest-with-90%-floor rule of lcnn_jax.spec.make_divisible; the presets are exact
         # multiples either way, the rules differ only for odd width multiples.
         return int(math.ceil(min(base, self.max_channels) * self.width_multiple / 8) * 8)
+
+    # Resolutions must be multiples of the P5 stride: the scaling solver rounds to this step.
+    resolution_step: ClassVar[int] = STRIDES[-1]
+
+    @property
+    def width(self) -> float:
+        """Width multiple relative to the preset of the same name (1 for a custom scale)."""
+        preset = YOLO_PRESETS.get(self.name)
+        return self.width_multiple / preset.width_multiple if preset else 1.0
+
+    @property
+    def depth(self) -> float:
+        """Depth multiple relative to the preset of the same name (1 for a custom scale)."""
+        preset = YOLO_PRESETS.get(self.name)
+        return self.depth_multiple / preset.depth_multiple if preset else 1.0
 
     def repeats(self, base: int) -> int:
         """Ultralytics' depth rule: max(round(n * depth), 1) for n > 1 (Python's half-to-even round)."""

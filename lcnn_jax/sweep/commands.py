@@ -64,16 +64,17 @@ def cmd_status(args) -> int:
     """A table of the sweep's runs by state."""
     sweep = load_sweep(args.file)
     out = sweep_dir(sweep, args.out)
-    keys = ("run_id", "state", "strategy", "target", "seed", "ema_top1")
+    metric = sweep.metric.split("/")[-1]
+    keys = ("run_id", "state", "strategy", "target", "seed", metric)
     rows = [{k: r.get(k) for k in keys} for r in map(row, plan(sweep, out))]
     if args.json:
         print(json.dumps(rows))
         return 0
     order = {s: i for i, s in enumerate(("running", "failed", "pending", "diverged", "completed"))}
     rows.sort(key=lambda r: (order.get(r["state"], 9), r["strategy"], r["target"], r["seed"]))
-    print(text_table(("run", "state", "strategy", "target", "seed", "ema_top1"),
+    print(text_table(("run", "state", "strategy", "target", "seed", metric),
                      [(r["run_id"], r["state"], r["strategy"], f"{r['target']:g}", r["seed"],
-                       f"{100 * r['ema_top1']:.2f}" if r["ema_top1"] is not None else "") for r in rows],
+                       f"{100 * r[metric]:.2f}" if r[metric] is not None else "") for r in rows],
                      right=(False, False, False, True, True, True)))
     counts = collections.Counter(r["state"] for r in rows)
     print(", ".join(f"{counts[s]} {s}" for s in order if counts[s]))

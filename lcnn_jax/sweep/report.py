@@ -1,4 +1,5 @@
-"""Sweep report: accuracy against MACs, params and latency per strategy, the Pareto front, a table.
+"""Sweep report: the sweep's metric (top-1, or mAP for detection) against MACs, params and latency
+per strategy, the Pareto front, a table.
 
 Writes report/{top1_vs_macs,top1_vs_params,top1_vs_latency,pareto}.png, table.md and
 report.html next to results.csv, and logs the same plots and table to an (offline) wandb run.
@@ -22,7 +23,8 @@ STRATEGY_ORDER = ("none",) + STRATEGIES
 # What identifies a point of a sweep: everything but the seed. A search's candidates differ only
 # in their coefficients and its scale-up only in phi, so those are part of it.
 GROUP_KEYS = ("strategy", "target", "phi", "alpha", "beta", "gamma")
-AVERAGED = ("macs", "params", "activations", "eval_latency_ms", "train_img_per_s", "wall_s", "realised_ratio")
+AVERAGED = ("macs", "params", "activations", "eval_latency_ms", "train_img_per_s", "wall_s", "realised_ratio",
+            "effective_macs", "effective_params", "model_bytes", "ptq_top1", "ptq_agreement", "ptq_model_bytes")
 
 
 def finished(rows: list[dict], metric: str) -> list[dict]:
@@ -150,10 +152,11 @@ def write_report(rows: list[dict], out: Path, title: str, metric: str = "ema_top
     """Write the PNGs, table.md and report.html into `out`; mirror them to wandb; return report.html."""
     out.mkdir(parents=True, exist_ok=True)
     groups = aggregate(rows, metric)
+    # Files keep the historical top1_* names whatever the metric; captions and axes name the metric.
     plots = {
-        "Top-1 against MACs (EfficientNet Fig. 8 style)": _plot(groups, "macs", "MACs per image (log)", out / "top1_vs_macs.png", metric, title),
-        "Top-1 against params": _plot(groups, "params", "parameters", out / "top1_vs_params.png", metric, title),
-        "Top-1 against measured latency": _plot(groups, "eval_latency_ms", "eval latency, batch 1 (ms)", out / "top1_vs_latency.png", metric, title),
+        f"{metric} against MACs (EfficientNet Fig. 8 style)": _plot(groups, "macs", "MACs per image (log)", out / "top1_vs_macs.png", metric, title),
+        f"{metric} against params": _plot(groups, "params", "parameters", out / "top1_vs_params.png", metric, title),
+        f"{metric} against measured latency": _plot(groups, "eval_latency_ms", "eval latency, batch 1 (ms)", out / "top1_vs_latency.png", metric, title),
         "Pareto front (every run)": _pareto_plot(rows, metric, out / "pareto.png", title),
     }
     (out / "table.md").write_text(table(groups, metric) + "\n")

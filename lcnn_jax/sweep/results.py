@@ -15,8 +15,9 @@ COLUMNS = (
     "run_id", "state", "status", "model", "strategy", "target", "phi", "alpha", "beta", "gamma", "seed",
     "realised_ratio", "macs_error", "within_tolerance", "depth", "width", "resolution", "knob", "macs", "params",
     "activations", "bits", "sparsity", "effective_params", "effective_macs", "model_bytes", "ptq_top1", "ptq_agreement",
+    "ptq_model_bytes",
     "eval_latency_ms", "eval_latency_p90_ms", "train_img_per_s", "compile_s", "top1", "ema_top1", "top5", "ema_top5", "loss",
-    "wall_s", "scaling_note",
+    "wall_s", "scaling_note", "map", "map50", "ema_map", "ema_map50",
 )
 # Fields of the scaling record (see lcnn_jax.resolve) copied into a row.
 SCALING_FIELDS = ("realised_ratio", "macs_error", "within_tolerance", "knob", "scaling_note", "phi", "alpha", "beta", "gamma")
@@ -45,10 +46,10 @@ def row(run: Run) -> dict:
 
 def describe_run(run: Run) -> dict:
     """A run's row without training: its resolved model's realised MACs, params and multipliers."""
-    from lcnn_jax.resolve import dataset_num_classes, resolve_model
+    from lcnn_jax.resolve import num_classes, resolve_model
     from lcnn_jax.scaling import counts
 
-    spec, scaling = resolve_model(run.config, dataset_num_classes(run.config.data))
+    spec, scaling = resolve_model(run.config, num_classes(run.config))
     c = counts(spec)
     r = _identity(run)
     r.update(macs=c.macs, params=c.params, activations=c.activations, depth=spec.depth, width=spec.width,

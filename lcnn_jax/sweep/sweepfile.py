@@ -26,7 +26,8 @@ WANDB_TOP_LEVEL = ("program", "method", "metric", "parameters", "early_terminate
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "q_uniform", "categorical")
 # Metrics a run logs to wandb (see lcnn_jax.train.loop): what a sweep may optimise.
-METRICS = ("eval/top1", "eval/ema_top1", "eval/top5", "eval/ema_top5", "eval/loss", "eval/ema_loss", "train/loss")
+METRICS = ("eval/top1", "eval/ema_top1", "eval/top5", "eval/ema_top5", "eval/loss", "eval/ema_loss", "train/loss",
+           "eval/map", "eval/ema_map", "eval/map50", "eval/ema_map50")  # the last four: task=detection
 ARGS_MACRO = "${args_no_hyphens}"
 
 

@@ -6,6 +6,10 @@ Workdir after a run:
   summary.json    status (completed | diverged | failed), final metrics, counters, speed, times
   ckpt/           orbax checkpoints of the TrainState; a rerun resumes from the newest
   wandb/          the offline wandb run
+
+The loop itself (`run_job`) is task-agnostic: a `Job` supplies the batches, train step, evaluation
+and model description. Classification builds its job here; `task=detection` builds one in
+`lcnn_jax.detect.train`, so both share checkpoints, resume, logs, wandb and the summary.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from lcnn_jax.atomic import write_json_atomic
 from lcnn_jax.bench import StepTiming, compile_and_times
 from lcnn_jax.compress.quantize import qat_model
 from lcnn_jax.config import Config, from_json, to_dict
+from lcnn_jax.count import Counts
 from lcnn_jax.data.pipeline import Preprocess, TrainBatches, eval_batches, normalisation
 from lcnn_jax.data.sources import Split, load_split
 from lcnn_jax.errors import ConfigError
@@ -119,9 +124,9 @@ def _evaluate(eval_fn, state: TrainState, split: Split, config: Config, prep: Pr
     return out
 
 
-def _latency_ms(model: Net, state: TrainState, spec: NetSpec, repeats: int = 20) -> dict:
-    """p50/p90 of a batch-1 eval forward pass, after compilation."""
-    x = jnp.zeros((1, spec.resolution, spec.resolution, spec.in_channels), jnp.float32)
+def latency_ms(model, state: TrainState, resolution: int, channels: int, repeats: int = 20) -> dict:
+    """p50/p90 of a batch-1 eval forward pass of `model` on a (1, R, R, C) input, after compilation."""
+    x = jnp.zeros((1, resolution, resolution, channels), jnp.float32)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     compile_s, runs = compile_and_times(lambda v, x: model.apply(v, x, train=False), variables, x, repeats=repeats)
     timing = StepTiming(batch=1, compile_s=compile_s, seconds=tuple(runs))
@@ -135,8 +140,69 @@ def _progress(total: int, initial: int, enabled: bool):
                 disable=not enabled, desc="train")
 
 
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What the shared loop needs from a task. Building one checks input (config, dataset, model) and
+    writes nothing, so bad input leaves the workdir untouched."""
+
+    batches: object  # .steps_per_epoch and .from_step(step): the resumable training stream
+    mesh: Mesh
+    repl: NamedSharding  # weights and train state
+    data: NamedSharding  # batches
+    init_variables: Callable[[jax.Array], dict]  # key -> initial {'params', 'batch_stats'}
+    make_train_step: Callable  # tx -> train_step(state, batch), not jitted
+    evaluate: Callable[[TrainState], dict]  # raw and EMA ('ema_'-prefixed) eval metrics
+    info: dict  # summary fields describing the model: name, resolution, counts, scaling, ...
+    finish: Callable[[TrainState, int], dict]  # (state, total steps) -> extra summary fields of a completed run
+
+
+def model_info(spec, counts: Counts, scaling: dict, config: Config) -> dict:
+    """The summary fields that describe a run's model: name, multipliers, counts and scaling."""
+    return dict(model=spec.name, resolution=spec.resolution, width=spec.width, depth=spec.depth,
+                num_classes=spec.num_classes, macs=counts.macs, flops=counts.flops, params=counts.params,
+                activations=counts.activations, strategy=config.scaling.strategy, target=config.scaling.target,
+                scaling=scaling)
+
+
+def _classification_job(config: Config) -> Job:
+    s = _setup(config)
+    cfg_d, cfg_o = config.data, config.optim
+    batches = TrainBatches(s.train_split, cfg_d, s.prep, cfg_d.batch_size, config.train.seed)  # checks the batch size
+    counts = scaling_counts(s.spec)  # memoised: resolve_model has counted this spec when it scaled it
+
+    def make_step(tx):
+        return make_train_step(s.trained, tx, label_smoothing=cfg_o.label_smoothing, ema_decay=cfg_o.ema_decay,
+                               precision=config.train.precision)
+
+    def finish(state: TrainState, total_steps: int) -> dict:
+        out = compress_summary(config, counts, state.params, total_steps)
+        if config.compress.ptq_int8:
+            ema = {"params": state.ema_params, "batch_stats": state.batch_stats}
+            out.update(ptq_evaluate(s.model, ema, config, s.train_split, s.eval_split, s.prep))
+        out["eval_latency_ms"] = latency_ms(s.model, state, s.spec.resolution, s.spec.in_channels)
+        return out
+
+    return Job(
+        batches=batches, mesh=s.mesh, repl=s.repl, data=s.data,
+        init_variables=lambda key: _initial_variables(s.model, s.spec, config, key),
+        make_train_step=make_step,
+        evaluate=lambda state: _evaluate(s.eval_fn, state, s.eval_split, config, s.prep, s.data),
+        info=model_info(s.spec, counts, s.scaling, config), finish=finish,
+    )
+
+
+def make_job(config: Config) -> Job:
+    """The job of `config.task`: classification here, detection in lcnn_jax.detect.train."""
+    if config.task == "detection":
+        from lcnn_jax.detect.train import detection_job
+
+        return detection_job(config)
+    return _classification_job(config)
+
+
 def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
-    """Train the configured model, evaluating raw and EMA weights; returns the run summary.
+    """Train the configured model (classifier or, with task=detection, detector), evaluating raw and
+    EMA weights; returns the run summary.
 
     All input checks (config, dataset, devices, an existing workdir) happen before anything is
     written, so bad input leaves the workdir untouched. A NaN/inf loss ends the run with status
@@ -145,14 +211,20 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     t_start = time.perf_counter()
     workdir = Path(workdir)
     devices.maybe_initialize_distributed()
-    cfg_d, cfg_t = config.data, config.train
-    devices.check_batch(cfg_d.batch_size, "data.batch_size")
-    devices.check_batch(cfg_d.eval_batch_size, "data.eval_batch_size")
+    devices.check_batch(config.data.batch_size, "data.batch_size")
+    devices.check_batch(config.data.eval_batch_size, "data.eval_batch_size")
     resume = _check_workdir(workdir, config)
-    s = _setup(config)
-    spec, model, prep, repl, data_sharding = s.spec, s.model, s.prep, s.repl, s.data
-    batches = TrainBatches(s.train_split, cfg_d, prep, cfg_d.batch_size, cfg_t.seed)  # checks the batch size
-    spe = batches.steps_per_epoch
+    from lcnn_jax.detect.registry import check_model_name
+
+    check_model_name(config.model.name, config.task)  # before any dataset is opened
+    return run_job(config, workdir, make_job(config), resume, t_start)
+
+
+def run_job(config: Config, workdir: Path, job: Job, resume: bool, t_start: float) -> dict:
+    """The training loop shared by every task: checkpoints and resume, metrics.jsonl and its wandb
+    mirror, evaluation, divergence, and summary.json (see the module docstring)."""
+    cfg_d, cfg_t = config.data, config.train
+    spe = job.batches.steps_per_epoch
     total_steps = max(1, math.ceil(cfg_t.epochs * spe))
     eval_every = max(1, int(round(cfg_t.eval_every_epochs * spe)))
     lr = schedule(config.optim, spe, total_steps)
@@ -161,7 +233,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(workdir / "config.json", to_dict(config))
     init_key, dropout_key = jax.random.split(jax.random.key(cfg_t.seed))
-    state = jax.device_put(create_state(_initial_variables(model, spec, config, init_key), tx), repl)
+    state = jax.device_put(create_state(job.init_variables(init_key), tx, dropout_key), job.repl)
     ckpts = Checkpoints(workdir / "ckpt", cfg_t.checkpoint_every_steps, cfg_t.keep_checkpoints)
     start = ckpts.latest_step() if resume else None
     if start is not None:
@@ -170,30 +242,22 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     log = MetricLog(workdir / "metrics.jsonl", resume_step=start)
     wb = WandbMirror(config.wandb, workdir, to_dict(config), resume=resume)
 
-    train_step = devices.jit_train_step(
-        make_train_step(s.trained, tx, label_smoothing=config.optim.label_smoothing, ema_decay=config.optim.ema_decay,
-                        precision=cfg_t.precision, base_key=dropout_key),
-        s.mesh,
-    )
-    summary = dict(status="running", workdir=str(workdir), model=spec.name, resolution=spec.resolution,
-                   width=spec.width, depth=spec.depth, num_classes=spec.num_classes, devices=jax.device_count(),
-                   steps=total_steps, steps_per_epoch=spe, batch_size=cfg_d.batch_size)
-    counts = scaling_counts(spec)  # memoised: resolve_model has counted this spec when it scaled it
-    summary.update(macs=counts.macs, flops=counts.flops, params=counts.params, activations=counts.activations,
-                   strategy=config.scaling.strategy, target=config.scaling.target, scaling=s.scaling)
+    train_step = devices.jit_train_step(job.make_train_step(tx), job.mesh)
+    summary = dict(status="running", workdir=str(workdir), task=config.task, **job.info,
+                   devices=jax.device_count(), steps=total_steps, steps_per_epoch=spe, batch_size=cfg_d.batch_size)
     bar = _progress(total_steps, start, cfg_t.progress and jax.process_index() == 0)
     status, error, last_eval = "completed", None, {}
     compile_s, data_wait = 0.0, 0.0
     steady_time, steady_images = 0.0, 0
     try:
-        stream = batches.from_step(start)
+        stream = job.batches.from_step(start)
         pending: list[dict] = []
         t_window = time.perf_counter()
         for step in range(start, total_steps):
             t_data = time.perf_counter()
             host_batch = next(stream)
             data_wait += time.perf_counter() - t_data
-            batch = devices.put_batch(host_batch, data_sharding, cfg_d.batch_size)
+            batch = devices.put_batch(host_batch, job.data, cfg_d.batch_size)
             if step == start:
                 t0 = time.perf_counter()
                 compiled = train_step.lower(state, batch).compile()
@@ -221,14 +285,14 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
                 pending, t_window = [], time.perf_counter()
             bar.update(1)
             if done % eval_every == 0 or done == total_steps:
-                last_eval = _evaluate(s.eval_fn, state, s.eval_split, config, prep, data_sharding)
+                last_eval = job.evaluate(state)
                 record = {"step": done, "epoch": done / spe, "split": "eval", **last_eval}
                 log.write(record)
                 wb.log(record)
                 t_window = time.perf_counter()  # evaluation time is not training throughput
             ckpts.save(done, state, force=done == total_steps)
         if not last_eval:  # rerun of a finished run: nothing left to train, report its metrics
-            last_eval = _evaluate(s.eval_fn, state, s.eval_split, config, prep, data_sharding)
+            last_eval = job.evaluate(state)
     except Diverged as e:
         status, error = "diverged", str(e)
         summary["diverged_step"] = int(jax.device_get(state.nonfinite_step))
@@ -245,11 +309,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
             compile_s=compile_s, data_wait_s=data_wait,
         )
         if status == "completed":
-            summary.update(compress_summary(config, counts, state.params, total_steps))
-            if config.compress.ptq_int8:
-                ema = {"params": state.ema_params, "batch_stats": state.batch_stats}
-                summary.update(ptq_evaluate(model, ema, config, s.train_split, s.eval_split, prep))
-            summary["eval_latency_ms"] = _latency_ms(model, state, spec)
+            summary.update(job.finish(state, total_steps))
         summary["wall_s"] = time.perf_counter() - t_start
         write_json_atomic(workdir / "summary.json", summary)
         wb.summary(summary)
@@ -261,8 +321,9 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> dict:
     return summary
 
 
-def evaluate_workdir(workdir: str | Path) -> dict:
-    """Evaluate the newest checkpoint of a run directory (raw and EMA weights)."""
+def restore_newest(workdir: str | Path, job: Job | None = None) -> tuple[Config, Job, TrainState, int]:
+    """(config, job, train state, step) of the newest checkpoint of a run directory (`job`: one already
+    built for its config)."""
     workdir = Path(workdir)
     if not (workdir / "config.json").exists():
         raise ConfigError(f"{str(workdir)!r} is not a run directory (no config.json)")
@@ -273,11 +334,17 @@ def evaluate_workdir(workdir: str | Path) -> dict:
         step = ckpts.latest_step()
         if step is None:
             raise ConfigError(f"{str(workdir)!r} has no checkpoint yet")
-        s = _setup(config)
+        job = job or make_job(config)
         # The restore target: the TrainState's structure, dtypes and shardings (its values are replaced).
         tx = train_transform(config, schedule(config.optim, 1, 1), 1)
-        target = create_state(init_variables(s.model, s.spec.resolution, s.spec.in_channels), tx)
-        state = ckpts.restore(step, jax.device_put(target, s.repl))
+        target = create_state(job.init_variables(jax.random.key(0)), tx)
+        state = ckpts.restore(step, jax.device_put(target, job.repl))
     finally:
         ckpts.close()
-    return {"step": step, **_evaluate(s.eval_fn, state, s.eval_split, config, s.prep, s.data)}
+    return config, job, state, step
+
+
+def evaluate_workdir(workdir: str | Path) -> dict:
+    """Evaluate the newest checkpoint of a run directory (raw and EMA weights)."""
+    _, job, state, step = restore_newest(workdir)
+    return {"step": step, **job.evaluate(state)}

@@ -23,24 +23,39 @@ def _cast(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def make_train_step(model, tx, *, label_smoothing: float, ema_decay: float, precision: str, base_key: jax.Array):
-    """train_step(state, batch) -> (state, metrics); dropout/drop-path keys are folded per step."""
+def classification_loss(label_smoothing: float):
+    """loss(logits, batch) -> (mean label-smoothed cross-entropy, {'accuracy'}): the classifier's objective."""
+
+    def loss(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
+        value = smoothed_cross_entropy(logits, batch["label"], label_smoothing).mean()
+        return value, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+
+    return loss
+
+
+def make_train_step(model, tx, *, ema_decay: float, precision: str, label_smoothing: float = 0.0, loss_fn=None):
+    """train_step(state, batch) -> (state, metrics); dropout/drop-path keys are `state.dropout_key` folded per step.
+
+    `loss_fn(outputs, batch) -> (loss, metrics)` sees the model's float32 outputs (any pytree);
+    the default is `classification_loss(label_smoothing)`. Metrics are the loss, loss_fn's
+    metrics and the gradient norm.
+    """
     dtype = DTYPES[precision]
+    loss_fn = loss_fn or classification_loss(label_smoothing)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        key = jax.random.fold_in(base_key, state.step)
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), state.step)
 
-        def loss_fn(params):
+        def objective(params):
             # bf16 compute: cast a copy of the float32 params; gradients flow back to float32.
             variables = {"params": _cast(params, dtype), "batch_stats": state.batch_stats}
-            logits, updates = model.apply(
+            outputs, updates = model.apply(
                 variables, batch["image"].astype(dtype), train=True, mutable=["batch_stats"], rngs={"dropout": key}
             )
-            logits = logits.astype(jnp.float32)
-            loss = smoothed_cross_entropy(logits, batch["label"], label_smoothing).mean()
-            return loss, (logits, _cast(updates["batch_stats"], jnp.float32))
+            loss, aux = loss_fn(_cast(outputs, jnp.float32), batch)
+            return loss, (aux, _cast(updates["batch_stats"], jnp.float32))
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (aux, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # EMA warm-up (as in TF's ExponentialMovingAverage with num_updates): early averages are
@@ -56,11 +71,7 @@ def make_train_step(model, tx, *, label_smoothing: float, ema_decay: float, prec
             step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, ema_params=ema,
             nonfinite_step=jnp.where((state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step),
         )
-        metrics = {
-            "loss": loss,
-            "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-            "grad_norm": optax.tree.norm(grads),
-        }
+        metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
         return new_state, metrics
 
     return train_step
