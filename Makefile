@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := $(VENV)/.installed-torch
 FMNIST := /usr/share/datasets/fashion-mnist
-PYTEST_ARGS ?=
+# Two workers, one test file each at a time: most tests are single-threaded XLA compiles, and a
+# file's module-scoped fixtures (a shared tiny training run) stay in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: all install data demo test test-fast clean
 
@@ -62,7 +64,7 @@ test: install $(TORCH)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing to run"; exit 0; fi; exit $$rc
 
 test-fast: install $(TORCH)
-	$(MAKE) test PYTEST_ARGS='-m "not slow"'
+	$(MAKE) test PYTEST_ARGS='-n 2 --dist loadfile -m "not slow"'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
