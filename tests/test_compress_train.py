@@ -7,11 +7,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from test_train import STEPS, tiny_overrides
+from test_train import STEPS, tiny_overrides, tiny_run
 
 from lcnn_jax.cli import main
 from lcnn_jax.compress.pruning import PruneConfig, sparsity_report
-from lcnn_jax.config import make_config
 from lcnn_jax.train.loop import train_and_evaluate
 
 # A pruned, 8-bit QAT run that also int8-quantizes its EMA weights after training. Checkpoints
@@ -33,12 +32,8 @@ def _zeros(tree) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def pruned_run(tmp_path_factory, tiny_data):
     """One compressed tiny run shared by the tests below."""
-    root, tfds_dir = tiny_data
     workdir = tmp_path_factory.mktemp("pruned") / "w"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LCNN_DATA_DIR", str(root))
-        config = make_config(overrides=tiny_overrides(tfds_dir, *COMPRESS))
-        summary = train_and_evaluate(config, workdir)
+    summary, config = tiny_run(workdir, tiny_data, *COMPRESS)
     return workdir, summary, config
 
 

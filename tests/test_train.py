@@ -31,14 +31,20 @@ def tiny_overrides(data_dir, *extra):
     ]
 
 
+def tiny_run(workdir, tiny_data, *extra):
+    """Train a `tiny_overrides` run (plus `extra` overrides) on the tiny dataset; returns (summary, config)."""
+    root, tfds_dir = tiny_data
+    config = make_config(overrides=tiny_overrides(tfds_dir, *extra))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LCNN_DATA_DIR", str(root))
+        return train_and_evaluate(config, workdir), config
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_data):
     """One completed tiny run shared by several tests."""
-    root, tfds_dir = tiny_data
     workdir = tmp_path_factory.mktemp("run") / "w"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LCNN_DATA_DIR", str(root))
-        summary = train_and_evaluate(make_config(overrides=tiny_overrides(tfds_dir)), workdir)
+    summary, _ = tiny_run(workdir, tiny_data)
     return workdir, summary
 
 
