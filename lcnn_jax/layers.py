@@ -82,6 +82,7 @@ class Conv(nn.Module):
     depthwise: bool = False
     use_bias: bool = False
     impl: str = "auto"
+    init_std: float | None = None  # N(0, init_std) kernels instead of He (detection predictors)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -92,6 +93,8 @@ class Conv(nn.Module):
         # He init on fan-out (per group), the EfficientNet/timm choice; for depthwise kernels
         # (k, k, 1, C) the per-group fan-out is k*k, which Flax calls fan_in.
         init = host_variance_scaling(2.0, "fan_in" if self.depthwise else "fan_out", "normal")
+        if self.init_std is not None:
+            init = nn.initializers.normal(self.init_std)
         kernel = self.param("kernel", init, (self.kernel, self.kernel, c_in // groups, self.features))
         y = self.convolve(x, kernel, groups, resolve_impl(self.impl))
         if self.use_bias:

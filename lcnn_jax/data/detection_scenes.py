@@ -74,8 +74,8 @@ class SceneSpec:
 
 def _fashion_items(split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(images N x 28 x 28 uint8, labels N) of Fashion-MNIST's `split`, from the Fashion-MNIST builder's source."""
-    images = fashion_mnist._find(fashion_mnist.FILES[f"{split}_images"])
-    labels = fashion_mnist._find(fashion_mnist.FILES[f"{split}_labels"])
+    images = fashion_mnist.find_local_file(fashion_mnist.FILES[f"{split}_images"])
+    labels = fashion_mnist.find_local_file(fashion_mnist.FILES[f"{split}_labels"])
     if images and labels:  # the IDX files directly: much faster than preparing Fashion-MNIST first
         return read_idx(images), read_idx(labels)
     from lcnn_jax.data.sources import load_split  # downloads when online, explains how to get it when not

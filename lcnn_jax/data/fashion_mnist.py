@@ -43,7 +43,8 @@ def local_dirs() -> list[Path]:
     return dirs
 
 
-def _find(name: str) -> Path | None:
+def find_local_file(name: str) -> Path | None:
+    """The first local copy of Fashion-MNIST file `name` (gzipped or not) in `local_dirs()`, or None."""
     for d in local_dirs():
         for candidate in (d / name, d / name.removesuffix(".gz")):
             if candidate.is_file():
@@ -57,7 +58,7 @@ def source_config() -> tfds.core.BuilderConfig:
     Prepared data lives under data_dir/lcnn_fashion_mnist/CONFIG/VERSION, so a copy prepared
     from other files (a test's small IDX set, say) can never stand in for these.
     """
-    found = {key: _find(name) for key, name in FILES.items()}
+    found = {key: find_local_file(name) for key, name in FILES.items()}
     if not all(found.values()):
         return tfds.core.BuilderConfig(name="download", version=LcnnFashionMnist.VERSION)
     digest = hashlib.sha1()
@@ -104,7 +105,7 @@ class LcnnFashionMnist(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        paths = {key: _find(name) for key, name in FILES.items()}
+        paths = {key: find_local_file(name) for key, name in FILES.items()}
         if not all(paths.values()):
             # TFDS retries failed downloads for minutes; without network, say so at once.
             if not reachable(URL):
