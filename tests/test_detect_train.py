@@ -150,3 +150,13 @@ def test_detection_sweep_file_validates():
     assert {c.scaling.strategy for c in configs} == {"none", "width", "depth", "resolution", "compound"}
     schema = pytest.importorskip("sweeps.config", reason="W&B's `sweeps` package (make test installs it with --no-deps)")
     assert schema.schema_violations_from_proposed_config(wandb_config(sweep)) == []
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments" / "detection").glob("*.yaml")), ids=lambda p: p.stem)
+def test_detection_recipes_load_and_name_a_detector(path):
+    from lcnn_jax.config import load_config
+
+    config = load_config(path)
+    spec, _ = resolve_model(config, 10)
+    assert config.task == "detection" and spec.name.startswith(path.stem.split("_")[0])
+    assert "Expected" in path.read_text().split("task:")[0]  # the header records the measured result
