@@ -64,7 +64,7 @@ test: install $(TORCH)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing to run"; exit 0; fi; exit $$rc
 
 test-fast: install $(TORCH)
-	$(MAKE) test PYTEST_ARGS='-n 2 --dist loadfile -m "not slow"'
+	$(MAKE) test PYTEST_ARGS='$(PYTEST_ARGS) -m "not slow"'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

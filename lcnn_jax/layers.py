@@ -20,20 +20,15 @@ from lcnn_jax.errors import ConfigError, unknown_choice
 from lcnn_jax.spec import ACTIVATIONS, BatchNormSpec
 
 
-def host_variance_scaling(scale: float, mode: str, distribution: str):
-    """He/Glorot-style initializer that draws on the host with numpy, seeded by the flax key.
+def _host_initializer(distribution: str, std_of_shape):
+    """An initializer of `distribution` values with std `std_of_shape(shape)`, drawn on the host from the flax key.
 
-    Same distribution as `jax.nn.initializers.variance_scaling` for HWIO/(in, out) kernels. Why
-    on the host: XLA:CPU spends ~13 s compiling the ~70 threefry normal draws of a small
+    Why on the host: XLA:CPU spends ~13 s compiling the ~70 threefry normal draws of a small
     MobileNetV3's init and ~1 s with one host callback per parameter (docs/benchmarks.md).
     """
-    if mode not in ("fan_in", "fan_out") or distribution not in ("normal", "uniform"):
-        raise ConfigError(f"unsupported initializer {mode}/{distribution}")
 
     def init(key, shape, dtype=jnp.float32):
-        receptive = math.prod(shape[:-2])
-        fan = (shape[-2] if mode == "fan_in" else shape[-1]) * receptive
-        std = math.sqrt(scale / fan)
+        std = std_of_shape(shape)
         data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
         def draw(words):
@@ -47,6 +42,26 @@ def host_variance_scaling(scale: float, mode: str, distribution: str):
         return jax.pure_callback(draw, jax.ShapeDtypeStruct(shape, dtype), data, vmap_method="sequential")
 
     return init
+
+
+def host_variance_scaling(scale: float, mode: str, distribution: str):
+    """He/Glorot-style initializer drawn on the host (see `_host_initializer`).
+
+    Same distribution as `jax.nn.initializers.variance_scaling` for HWIO/(in, out) kernels.
+    """
+    if mode not in ("fan_in", "fan_out") or distribution not in ("normal", "uniform"):
+        raise ConfigError(f"unsupported initializer {mode}/{distribution}")
+
+    def std_of_shape(shape) -> float:
+        fan = (shape[-2] if mode == "fan_in" else shape[-1]) * math.prod(shape[:-2])
+        return math.sqrt(scale / fan)
+
+    return _host_initializer(distribution, std_of_shape)
+
+
+def host_normal(std: float):
+    """N(0, std) initializer drawn on the host, like `host_variance_scaling`."""
+    return _host_initializer("normal", lambda shape: std)
 
 
 def is_kernel(path, leaf) -> bool:
@@ -90,11 +105,12 @@ class Conv(nn.Module):
         if self.depthwise and self.features != c_in:
             raise ConfigError(f"depthwise conv needs features == input channels, got {self.features} vs {c_in}")
         groups = c_in if self.depthwise else 1
-        # He init on fan-out (per group), the EfficientNet/timm choice; for depthwise kernels
-        # (k, k, 1, C) the per-group fan-out is k*k, which Flax calls fan_in.
-        init = host_variance_scaling(2.0, "fan_in" if self.depthwise else "fan_out", "normal")
         if self.init_std is not None:
-            init = nn.initializers.normal(self.init_std)
+            init = host_normal(self.init_std)
+        else:
+            # He init on fan-out (per group), the EfficientNet/timm choice; for depthwise kernels
+            # (k, k, 1, C) the per-group fan-out is k*k, which Flax calls fan_in.
+            init = host_variance_scaling(2.0, "fan_in" if self.depthwise else "fan_out", "normal")
         kernel = self.param("kernel", init, (self.kernel, self.kernel, c_in // groups, self.features))
         y = self.convolve(x, kernel, groups, resolve_impl(self.impl))
         if self.use_bias:

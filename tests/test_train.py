@@ -31,10 +31,10 @@ def tiny_overrides(data_dir, *extra):
     ]
 
 
-def tiny_run(workdir, tiny_data, *extra):
-    """Train a `tiny_overrides` run (plus `extra` overrides) on the tiny dataset; returns (summary, config)."""
+def tiny_run(workdir, tiny_data, *extra, overrides=tiny_overrides):
+    """Train an `overrides(tfds_dir, *extra)` run on the tiny dataset; returns (summary, config)."""
     root, tfds_dir = tiny_data
-    config = make_config(overrides=tiny_overrides(tfds_dir, *extra))
+    config = make_config(overrides=overrides(tfds_dir, *extra))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LCNN_DATA_DIR", str(root))
         return train_and_evaluate(config, workdir), config

@@ -9,8 +9,9 @@ stage{s}_block{i}, head_conv), so an ImageNet `Net` checkpoint minus its classif
 
 Differences from torchvision's ssdlite320_mobilenet_v3_large (same layer layout otherwise):
 BN momentum/epsilon are the backbone spec's (0.99 / 1e-3 in Flax terms; torchvision uses
-0.97 / 1e-3), initialisers are lcnn's He-normal except the predictors' N(0, 0.03) (as torchvision), and the box order
-inside a grid cell is TF's (see ssd_spec). Parameter counts are identical.
+0.97 / 1e-3), initialisers are lcnn's He-normal except the predictors' N(0, 0.03) (as
+torchvision's), and the box order inside a grid cell is TF's (see ssd_spec). Parameter counts
+are identical.
 """
 
 from __future__ import annotations
